@@ -1,0 +1,202 @@
+//! `manifest.json` in a cache entry: what was built, and the size and SHA-256 of each binary,
+//! so a partial or corrupt entry is detected instead of executed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{BINARIES, KubeVersion};
+use crate::error::{Error, Result};
+
+/// File name of the manifest inside a cache entry.
+pub const MANIFEST: &str = "manifest.json";
+
+/// What a cache entry holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// Kubernetes version (`1.37.2`).
+    pub kubernetes: String,
+    /// etcd version the entry's etcd was built at (`3.7.0`).
+    pub etcd: String,
+    /// `go version` used.
+    pub go: String,
+    /// Per binary: size and SHA-256.
+    pub binaries: BTreeMap<String, BinaryRecord>,
+}
+
+/// One binary's fingerprint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BinaryRecord {
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256.
+    pub sha256: String,
+}
+
+impl BinaryRecord {
+    /// Fingerprint the file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be read.
+    pub fn of(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path).map_err(Error::io("open", path))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(Error::io("read", path))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        Ok(Self {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Whether `path` matches this record (size first, then hash).
+    pub fn matches(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.len() == self.size)
+            && Self::of(path).is_ok_and(|actual| actual == *self)
+    }
+}
+
+impl Manifest {
+    /// Read `<entry>/manifest.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Json`].
+    pub fn read(entry: &Path) -> Result<Self> {
+        let path = entry.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            what: format!("{path:?}"),
+            source,
+        })
+    }
+
+    /// Write `<dir>/manifest.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Json`].
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(MANIFEST);
+        let text = serde_json::to_string_pretty(self).map_err(|source| Error::Json {
+            what: format!("{path:?}"),
+            source,
+        })?;
+        std::fs::write(&path, text).map_err(Error::io("write", &path))
+    }
+}
+
+/// Identity of a verified entry: the files' sizes and modification times. Hashing 200 MB of
+/// binaries costs a few hundred milliseconds, so each process does it once per entry.
+type Stamp = (PathBuf, Vec<(u64, Option<SystemTime>)>);
+
+fn stamp(entry: &Path) -> Stamp {
+    let files = std::iter::once(super::manifest::MANIFEST)
+        .chain(BINARIES)
+        .map(|name| {
+            std::fs::metadata(entry.join(name)).map_or((0, None), |m| (m.len(), m.modified().ok()))
+        })
+        .collect();
+    (entry.to_owned(), files)
+}
+
+/// Check that `entry` is complete and uncorrupted for `version`. The reason is returned on
+/// failure (it is logged when a rebuild follows).
+pub(crate) fn verify_cached(entry: &Path, version: &KubeVersion) -> Result<Manifest, String> {
+    static VERIFIED: OnceLock<Mutex<HashSet<Stamp>>> = OnceLock::new();
+    if !entry.join(MANIFEST).exists() {
+        return Err(format!("{entry:?} has no {MANIFEST}"));
+    }
+    let manifest = Manifest::read(entry).map_err(|e| e.to_string())?;
+    if manifest.kubernetes != version.to_string() {
+        return Err(format!(
+            "{entry:?} holds Kubernetes {} but {version} was asked for",
+            manifest.kubernetes
+        ));
+    }
+    let stamp = stamp(entry);
+    let verified = VERIFIED.get_or_init(Mutex::default);
+    if verified.lock().is_ok_and(|set| set.contains(&stamp)) {
+        return Ok(manifest);
+    }
+    for binary in BINARIES {
+        let record = manifest
+            .binaries
+            .get(binary)
+            .ok_or_else(|| format!("{MANIFEST} in {entry:?} does not list {binary}"))?;
+        if !record.matches(&entry.join(binary)) {
+            return Err(format!(
+                "{binary} in {entry:?} is missing or does not match its recorded SHA-256"
+            ));
+        }
+    }
+    if let Ok(mut set) = verified.lock() {
+        set.insert(stamp);
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::RunDir;
+
+    fn fake_entry(dir: &Path) -> Result<Manifest, Box<dyn std::error::Error>> {
+        let mut binaries = BTreeMap::new();
+        for b in BINARIES {
+            std::fs::write(dir.join(b), format!("#!/bin/sh\necho {b}\n"))?;
+            binaries.insert(b.to_owned(), BinaryRecord::of(&dir.join(b))?);
+        }
+        let m = Manifest {
+            kubernetes: "1.37.2".into(),
+            etcd: "3.7.0".into(),
+            go: "go1.26.8".into(),
+            binaries,
+        };
+        m.write(dir)?;
+        Ok(m)
+    }
+
+    #[test]
+    fn a_complete_entry_verifies_and_a_changed_binary_does_not()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let run = RunDir::create("manifest-test")?;
+        let m = fake_entry(run.path())?;
+        let v = KubeVersion::default();
+        assert_eq!(verify_cached(run.path(), &v)?, m);
+        // Same size, different content: only the hash can tell.
+        std::fs::write(run.path().join("etcd"), "#!/bin/sh\necho xxxx\n")?;
+        let err = verify_cached(run.path(), &v).err().unwrap_or_default();
+        assert!(err.contains("etcd"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_partial_entry_or_another_version_is_rejected() -> Result<(), Box<dyn std::error::Error>> {
+        let run = RunDir::create("manifest-test")?;
+        fake_entry(run.path())?;
+        let other = KubeVersion::parse("1.36.3")?;
+        assert!(verify_cached(run.path(), &other).is_err_and(|e| e.contains("1.36.3")));
+        std::fs::remove_file(run.path().join("kubectl"))?;
+        assert!(
+            verify_cached(run.path(), &KubeVersion::default())
+                .is_err_and(|e| e.contains("kubectl"))
+        );
+        std::fs::remove_file(run.path().join(MANIFEST))?;
+        assert!(
+            verify_cached(run.path(), &KubeVersion::default()).is_err_and(|e| e.contains(MANIFEST))
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! Control-plane binaries: `kube-apiserver`, `etcd` and `kubectl` for one Kubernetes version.
+//!
+//! Resolution order (the first that has all three binaries wins):
+//! 1. `KUBE_HARNESS_ASSETS`, then `KUBEBUILDER_ASSETS`: a directory laid out as setup-envtest
+//!    lays it out (the three binaries side by side). If set but incomplete, that is an error.
+//! 2. The cache: `$KUBE_HARNESS_CACHE`, else `$XDG_CACHE_HOME/kube-harness`, else
+//!    `~/.cache/kube-harness`, entry `k8s-<version>/` with a `manifest.json` that records the
+//!    size and SHA-256 of each binary; an entry that does not match is rebuilt.
+//! 3. A build from Go modules (see [`build`]): needs `go` on `PATH`.
+
+mod build;
+mod manifest;
+
+use std::path::{Path, PathBuf};
+
+pub use build::required_go;
+pub use manifest::Manifest;
+
+use crate::error::{Error, Result};
+
+/// The Kubernetes version used when none is given: the newest minor that k8s-openapi 0.29
+/// covers (its `v1_37` feature) and whose sources build with Go 1.26.
+pub const DEFAULT_KUBERNETES_VERSION: &str = "1.37.2";
+
+/// The binaries a local control plane needs.
+pub const BINARIES: [&str; 3] = ["kube-apiserver", "etcd", "kubectl"];
+
+/// A Kubernetes release version, `MAJOR.MINOR.PATCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeVersion {
+    /// Major (1).
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+    /// Patch.
+    pub patch: u32,
+}
+
+impl KubeVersion {
+    /// Parse `1.37.2` or `v1.37.2`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidVersion`] for anything else.
+    pub fn parse(s: &str) -> Result<Self> {
+        let invalid = || Error::InvalidVersion(s.to_owned());
+        let trimmed = s.trim().trim_start_matches('v');
+        let mut parts = trimmed
+            .split('.')
+            .map(|p| p.parse::<u32>().map_err(|_| invalid()));
+        let version = Self {
+            major: parts.next().ok_or_else(invalid)??,
+            minor: parts.next().ok_or_else(invalid)??,
+            patch: parts.next().ok_or_else(invalid)??,
+        };
+        if parts.next().is_some() {
+            return Err(invalid());
+        }
+        Ok(version)
+    }
+
+    /// The default version, [`DEFAULT_KUBERNETES_VERSION`].
+    pub fn default_version() -> Self {
+        Self {
+            major: 1,
+            minor: 37,
+            patch: 2,
+        }
+    }
+
+    /// `v0.MINOR.PATCH`: the tag of the staging modules (k8s.io/api, k8s.io/apiserver, …).
+    pub fn staging_tag(&self) -> String {
+        format!("v0.{}.{}", self.minor, self.patch)
+    }
+
+    /// The `gitVersion` kube-apiserver reports in `/version`.
+    pub fn git_version(&self) -> String {
+        format!("v{self}")
+    }
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl Default for KubeVersion {
+    fn default() -> Self {
+        Self::default_version()
+    }
+}
+
+/// A directory holding the three binaries.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    dir: PathBuf,
+    source: AssetSource,
+}
+
+/// Where the binaries came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetSource {
+    /// A directory named by this environment variable.
+    EnvDir(&'static str),
+    /// A verified cache entry.
+    Cache,
+    /// Built just now from Go modules.
+    Built,
+}
+
+impl Assets {
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Where they came from.
+    pub fn source(&self) -> &AssetSource {
+        &self.source
+    }
+    /// Path of `kube-apiserver`.
+    pub fn kube_apiserver(&self) -> PathBuf {
+        self.dir.join("kube-apiserver")
+    }
+    /// Path of `etcd`.
+    pub fn etcd(&self) -> PathBuf {
+        self.dir.join("etcd")
+    }
+    /// Path of `kubectl`.
+    pub fn kubectl(&self) -> PathBuf {
+        self.dir.join("kubectl")
+    }
+}
+
+/// Reads environment variables; a trait so tests can supply their own.
+pub trait Env: Send + Sync {
+    /// The value of `key`, if set and not empty.
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemEnv;
+
+impl Env for SystemEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String> + Send + Sync> Env for F {
+    fn var(&self, key: &str) -> Option<String> {
+        self(key).filter(|v| !v.is_empty())
+    }
+}
+
+/// Finds (or builds) the binaries for a version.
+pub struct Resolver {
+    version: KubeVersion,
+    env: Box<dyn Env>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// A resolver reading the process environment.
+    pub fn new(version: KubeVersion) -> Self {
+        Self {
+            version,
+            env: Box::new(SystemEnv),
+        }
+    }
+
+    /// Read environment variables (`KUBE_HARNESS_ASSETS`, `KUBEBUILDER_ASSETS`,
+    /// `KUBE_HARNESS_CACHE`, `XDG_CACHE_HOME`, `HOME`, `PATH`) from `env` instead.
+    pub fn with_env(mut self, env: impl Env + 'static) -> Self {
+        self.env = Box::new(env);
+        self
+    }
+
+    /// The cache root directory.
+    pub fn cache_root(&self) -> PathBuf {
+        if let Some(dir) = self.env.var("KUBE_HARNESS_CACHE") {
+            return PathBuf::from(dir);
+        }
+        if let Some(dir) = self.env.var("XDG_CACHE_HOME") {
+            return PathBuf::from(dir).join("kube-harness");
+        }
+        let home = self
+            .env
+            .var("HOME")
+            .map_or_else(std::env::temp_dir, PathBuf::from);
+        home.join(".cache").join("kube-harness")
+    }
+
+    /// The cache entry for this version.
+    pub fn cache_entry(&self) -> PathBuf {
+        self.cache_root().join(format!("k8s-{}", self.version))
+    }
+
+    /// Resolve the binaries, building them if needed. Blocking: call it from
+    /// `spawn_blocking` in async code (or use [`Resolver::resolve_async`]).
+    ///
+    /// # Errors
+    /// [`Error::AssetsDirIncomplete`] when an env var points to an incomplete directory,
+    /// [`Error::GoMissing`] when a build is needed and `go` is not on `PATH`,
+    /// [`Error::Build`] when the build fails.
+    pub fn resolve(&self) -> Result<Assets> {
+        for var in ["KUBE_HARNESS_ASSETS", "KUBEBUILDER_ASSETS"] {
+            if let Some(dir) = self.env.var(var) {
+                let dir = PathBuf::from(dir);
+                for binary in BINARIES {
+                    if !is_executable(&dir.join(binary)) {
+                        return Err(Error::AssetsDirIncomplete { var, dir, binary });
+                    }
+                }
+                tracing::debug!(var, ?dir, "using binaries from environment");
+                return Ok(Assets {
+                    dir,
+                    source: AssetSource::EnvDir(var),
+                });
+            }
+        }
+        let entry = self.cache_entry();
+        if manifest::verify_cached(&entry, &self.version).is_ok() {
+            return Ok(Assets {
+                dir: entry,
+                source: AssetSource::Cache,
+            });
+        }
+        let go = self.find_go().ok_or_else(|| Error::GoMissing {
+            version: self.version.to_string(),
+            searched: format!("KUBE_HARNESS_ASSETS, KUBEBUILDER_ASSETS and the cache {entry:?}"),
+            min_go: required_go(&self.version),
+        })?;
+        build::build_into_cache(&go, &self.version, &self.cache_root(), &entry)?;
+        Ok(Assets {
+            dir: entry,
+            source: AssetSource::Built,
+        })
+    }
+
+    /// [`Resolver::resolve`] on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// As [`Resolver::resolve`].
+    pub async fn resolve_async(self) -> Result<Assets> {
+        tokio::task::spawn_blocking(move || self.resolve())
+            .await
+            .map_err(|e| Error::Client(format!("asset resolution task failed: {e}").into()))?
+    }
+
+    fn find_go(&self) -> Option<PathBuf> {
+        let path = self.env.var("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("go"))
+            .find(|p| is_executable(p))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_print() -> Result<(), Box<dyn std::error::Error>> {
+        let v = KubeVersion::parse("v1.36.3")?;
+        assert_eq!(v.to_string(), "1.36.3");
+        assert_eq!(v.staging_tag(), "v0.36.3");
+        assert_eq!(
+            KubeVersion::parse(DEFAULT_KUBERNETES_VERSION)?,
+            KubeVersion::default()
+        );
+        for bad in ["", "1.37", "1.x.2", "1.37.2.1", "latest"] {
+            assert!(
+                matches!(KubeVersion::parse(bad), Err(Error::InvalidVersion(_))),
+                "{bad}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn cache_root_follows_the_environment() {
+        let r = Resolver::new(KubeVersion::default()).with_env(|k: &str| match k {
+            "XDG_CACHE_HOME" => Some("/x".to_owned()),
+            "HOME" => Some("/h".to_owned()),
+            _ => None,
+        });
+        assert_eq!(r.cache_entry(), PathBuf::from("/x/kube-harness/k8s-1.37.2"));
+        let r = Resolver::new(KubeVersion::default())
+            .with_env(|k: &str| (k == "HOME").then(|| "/h".to_owned()));
+        assert_eq!(r.cache_root(), PathBuf::from("/h/.cache/kube-harness"));
+    }
+}

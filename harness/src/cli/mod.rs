@@ -1,0 +1,168 @@
+//! `kube-harness up | exec | assets`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kube_harness::assets::{KubeVersion, Resolver};
+use kube_harness::{Cluster, ControlPlane};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kube-harness",
+    version,
+    about = "Real Kubernetes control planes (etcd + kube-apiserver with the aggregation layer) for tests"
+)]
+struct Cli {
+    /// Kubernetes version to run.
+    #[arg(long = "k8s-version", global = true, env = "KUBE_HARNESS_K8S_VERSION", default_value = kube_harness::assets::DEFAULT_KUBERNETES_VERSION)]
+    k8s_version: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a control plane and keep it running until Ctrl-C (or SIGTERM).
+    Up {
+        /// Also write the admin kubeconfig here.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Start a control plane, run a command with KUBECONFIG set and the binaries on PATH,
+    /// stop, and exit with the command's status.
+    Exec {
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed.
+    Assets,
+}
+
+pub(crate) fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KUBE_HARNESS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kube-harness: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kube-harness: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let version = KubeVersion::parse(&cli.k8s_version)?;
+    match cli.command {
+        Command::Assets => {
+            let assets = Resolver::new(version).resolve_async().await?;
+            println!("{}", assets.dir().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { kubeconfig } => {
+            let cluster = start(version).await?;
+            if let Some(path) = &kubeconfig {
+                cluster.write_kubeconfig(path)?;
+            }
+            let shown = kubeconfig.as_deref().unwrap_or(cluster.kubeconfig_path());
+            println!(
+                "kube-harness: Kubernetes {version} is up at {}",
+                cluster.server_url()
+            );
+            println!("  export KUBECONFIG={}", shown.display());
+            println!("  export PATH={}:$PATH", cluster.assets().dir().display());
+            println!("  logs: {}", cluster.info().run_dir.display());
+            println!("Press Ctrl-C to stop.");
+            wait_for_shutdown_signal().await?;
+            eprintln!("kube-harness: stopping");
+            let written = kubeconfig.clone();
+            cluster.stop();
+            if let Some(path) = written {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Exec { command } => {
+            let cluster = start(version).await?;
+            let status = run_command(&cluster, &command).await;
+            cluster.stop();
+            let status = status?;
+            Ok(status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .map_or(ExitCode::FAILURE, ExitCode::from))
+        }
+    }
+}
+
+async fn start(version: KubeVersion) -> anyhow::Result<Cluster> {
+    eprintln!("kube-harness: starting Kubernetes {version} (etcd + kube-apiserver)");
+    let cluster = ControlPlane::builder()
+        .with_version(version)
+        .start()
+        .await?;
+    let t = cluster.timings();
+    eprintln!(
+        "kube-harness: ready in {:.2}s (binaries {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
+        t.total.as_secs_f64(),
+        t.assets.as_secs_f64(),
+        t.etcd.as_secs_f64(),
+        t.apiserver.as_secs_f64()
+    );
+    Ok(cluster)
+}
+
+async fn run_command(
+    cluster: &Cluster,
+    command: &[String],
+) -> anyhow::Result<std::process::ExitStatus> {
+    let (program, args) = command.split_first().context("no command given after --")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![cluster.assets().dir().to_owned()];
+    paths.extend(std::env::split_paths(&path));
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .env("PATH", std::env::join_paths(paths)?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {program:?}"))?;
+    tokio::select! {
+        status = child.wait() => Ok(status?),
+        signal = wait_for_shutdown_signal() => {
+            signal?;
+            let _ = child.start_kill();
+            Ok(child.wait().await?)
+        }
+    }
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {},
+        _ = hup.recv() => {},
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The crate's error type. Every variant says what went wrong and what to do about it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Convenient alias for `Result<T, Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while provisioning binaries or running a control plane.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binaries are needed, none were found, and `go` is not on `PATH` to build them.
+    #[error(
+        "no control-plane binaries for Kubernetes {version}: none in {searched}, and `go` is not on PATH to build them. \
+         Install Go >= {min_go} (https://go.dev/dl, or `apt-get install golang`), or set KUBE_HARNESS_ASSETS \
+         (or KUBEBUILDER_ASSETS) to a directory holding kube-apiserver, etcd and kubectl"
+    )]
+    GoMissing {
+        /// Kubernetes version asked for.
+        version: String,
+        /// Where binaries were looked for.
+        searched: String,
+        /// The Go version that release needs.
+        min_go: &'static str,
+    },
+
+    /// A directory named by an environment variable lacks a binary.
+    #[error(
+        "{var}={dir:?} does not contain an executable `{binary}`; point {var} at a directory with kube-apiserver, etcd and kubectl (as setup-envtest lays them out), or unset it"
+    )]
+    AssetsDirIncomplete {
+        /// The environment variable.
+        var: &'static str,
+        /// Its value.
+        dir: PathBuf,
+        /// The missing binary.
+        binary: &'static str,
+    },
+
+    /// `go build` (or another build step) failed.
+    #[error(
+        "building {what} failed ({status}); the last lines of its output:\n{tail}\nfull log: {log:?}"
+    )]
+    Build {
+        /// What was being built.
+        what: String,
+        /// Exit status.
+        status: String,
+        /// Tail of the build log.
+        tail: String,
+        /// Full log path.
+        log: PathBuf,
+    },
+
+    /// The version string is not `MAJOR.MINOR.PATCH`.
+    #[error("invalid Kubernetes version {0:?}: expected MAJOR.MINOR.PATCH such as 1.37.2")]
+    InvalidVersion(String),
+
+    /// A filesystem operation failed.
+    #[error("{action} {path:?}: {source}")]
+    Io {
+        /// What was attempted ("create directory", "write", …).
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Generating a key or certificate failed.
+    #[error("certificate generation for {what} failed: {source}")]
+    Pki {
+        /// Which certificate.
+        what: String,
+        /// The cause.
+        #[source]
+        source: rcgen::Error,
+    },
+
+    /// A child process could not be spawned.
+    #[error("failed to spawn {binary:?}: {source}")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A component exited before it became ready.
+    #[error("{component} exited before becoming ready ({status}); last lines of {log:?}:\n{tail}")]
+    ExitedBeforeReady {
+        /// etcd or kube-apiserver.
+        component: &'static str,
+        /// Its exit status.
+        status: String,
+        /// The log file.
+        log: PathBuf,
+        /// Tail of the log.
+        tail: String,
+    },
+
+    /// A component did not become ready in time.
+    #[error(
+        "{component} not ready after {timeout:?} (last probe: {last_probe}); last lines of {log:?}:\n{tail}"
+    )]
+    StartupTimeout {
+        /// etcd or kube-apiserver.
+        component: &'static str,
+        /// The timeout that ran out.
+        timeout: Duration,
+        /// What the last readiness probe saw.
+        last_probe: String,
+        /// The log file.
+        log: PathBuf,
+        /// Tail of the log.
+        tail: String,
+    },
+
+    /// No free loopback port could be found, or ports kept clashing.
+    #[error(
+        "could not bind a free port on 127.0.0.1 for {component} after {attempts} attempts: {detail}"
+    )]
+    Ports {
+        /// Which component.
+        component: &'static str,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        detail: String,
+    },
+
+    /// Building a kube client failed.
+    #[error("building a Kubernetes client failed: {0}")]
+    Client(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// A request to the API server failed.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+
+    /// Serialising or parsing JSON failed.
+    #[error("JSON error in {what}: {source}")]
+    Json {
+        /// What was being (de)serialised.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The shared cluster of this process failed to start (the first attempt's error).
+    #[error("the shared cluster of this test process failed to start: {0}")]
+    SharedStart(String),
+
+    /// A wait ran out of time.
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    WaitTimeout {
+        /// What was waited for.
+        what: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! # kube-harness
+//!
+//! Real Kubernetes control planes for Rust tests: etcd and kube-apiserver as child processes
+//! on loopback, with client-certificate users, RBAC, ServiceAccount tokens and the aggregation
+//! layer switched on, so extension API servers can be tested behind the real aggregator.
+//!
+//! ```no_run
+//! # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
+//! use k8s_openapi::api::core::v1::Namespace;
+//! let cluster = kube_harness::shared().await?;          // one per test process
+//! let admin = cluster.client().await?;                  // one client per test
+//! let namespaces = kube::Api::<Namespace>::all(admin).list(&Default::default()).await?;
+//! let alice = cluster.user("alice", ["devs"]).await?;   // 403 until RBAC binds her
+//! # Ok(()) }
+//! ```
+//!
+//! ## Environment
+//! | variable | effect |
+//! |---|---|
+//! | `KUBE_HARNESS_ASSETS`, `KUBEBUILDER_ASSETS` | directory with `kube-apiserver`, `etcd`, `kubectl`; skips the cache and the build |
+//! | `KUBE_HARNESS_CACHE` | cache root (default `$XDG_CACHE_HOME/kube-harness` or `~/.cache/kube-harness`) |
+//! | `KUBE_HARNESS_K8S_VERSION` | version of the [`shared`] cluster (default [`assets::DEFAULT_KUBERNETES_VERSION`]) |
+//! | `KUBE_HARNESS_RUN_ROOT` | where run directories go (default `<tmp>/kube-harness-<uid>`) |
+//! | `KUBE_HARNESS_KEEP=1` | keep run directories (certificates, logs, etcd data) after a cluster stops |
+//!
+//! ## Cleanup
+//! Dropping a [`Cluster`] stops kube-apiserver, then etcd (SIGTERM, then SIGKILL after 5 s)
+//! and removes its run directory. Children are also spawned with a parent-death signal from a
+//! thread that lives as long as the process, and run directories are registered with a small
+//! watcher process, so nothing outlives a test binary that panics, exits with a cluster in a
+//! `static`, or is killed with SIGKILL.
+
+#![deny(missing_debug_implementations)]
+
+pub mod assets;
+pub mod error;
+pub mod pki;
+pub mod process;
+pub mod provider;
+
+#[doc(inline)]
+pub use error::{Error, Result};
+#[doc(inline)]
+pub use provider::local::{Cluster, ClusterInfo, ControlPlane, StartupTimings};
+#[doc(inline)]
+pub use provider::shared;

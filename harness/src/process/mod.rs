@@ -1,0 +1,367 @@
+//! Child supervision: no process or run directory outlives its owner.
+//!
+//! - Children are spawned from one dedicated thread that lives as long as the process, with
+//!   `PR_SET_PDEATHSIG=SIGKILL`. The kernel ties that signal to the *thread* that forked, so a
+//!   short-lived spawning thread (tokio's blocking pool) would kill children early, and spawning
+//!   from a thread that never ends means they die exactly when the process does: on a normal
+//!   exit with a cluster held in a `static`, on a panic that aborts, on SIGKILL.
+//! - Each child leads its own process group; stopping sends SIGTERM to the group, waits a grace
+//!   period, then SIGKILL.
+//! - Run directories are registered with a tiny reaper (`/bin/sh` reading a pipe). When this
+//!   process ends in any way, the pipe closes and the reaper deletes every directory it was
+//!   told about. Directories removed normally are simply gone already.
+
+mod reaper;
+mod rundir;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+pub use rundir::RunDir;
+
+use crate::error::{Error, Result};
+
+type SpawnReply = mpsc::Sender<std::io::Result<std::process::Child>>;
+
+/// Spawn `command` from the long-lived spawner thread.
+fn spawn_from_keeper(command: Command) -> std::io::Result<std::process::Child> {
+    static KEEPER: OnceLock<Mutex<mpsc::Sender<(Command, SpawnReply)>>> = OnceLock::new();
+    let sender = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<(Command, SpawnReply)>();
+        // The thread ends only when the process does: the sender lives in a static.
+        let spawned = std::thread::Builder::new()
+            .name("kube-harness-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    // A closed reply channel means the caller is gone; the child is then
+                    // dropped (not waited) and still dies with this process.
+                    let _ = reply.send(command.spawn());
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "cannot start the spawner thread"
+            );
+        }
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let sent = match sender.lock() {
+        Ok(tx) => tx.send((command, reply_tx)).is_ok(),
+        Err(poisoned) => poisoned.into_inner().send((command, reply_tx)).is_ok(),
+    };
+    if !sent {
+        return Err(std::io::Error::other(
+            "the kube-harness spawner thread is not running",
+        ));
+    }
+    reply_rx.recv().unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "the kube-harness spawner thread stopped",
+        ))
+    })
+}
+
+/// Set up `command` so the child leads its own process group and is SIGKILLed when the
+/// spawning thread (the keeper, alive as long as this process) ends.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    command.process_group(0);
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (prctl, getppid); it allocates nothing and takes no locks.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The parent may have died between fork and prctl: then nobody would kill us.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A free TCP port on 127.0.0.1, as the kernel hands it out. Another process may take it
+/// before the child binds it; callers retry with a new port when that happens.
+///
+/// # Errors
+/// [`Error::Ports`] if binding fails.
+pub fn free_port(component: &'static str) -> Result<u16> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::Ports {
+            component,
+            attempts: 1,
+            detail: e.to_string(),
+        })
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    /// Name used in logs and errors ("etcd", "kube-apiserver").
+    pub component: &'static str,
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Where stdout and stderr go.
+    pub log: PathBuf,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+}
+
+/// A supervised child process. Dropping it stops it.
+#[derive(Debug)]
+pub struct Child {
+    component: &'static str,
+    pid: u32,
+    log: PathBuf,
+    inner: Mutex<std::process::Child>,
+    exit: Mutex<Option<ExitStatus>>,
+}
+
+impl Child {
+    /// Spawn the child with its output appended to `spec.log`.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] if the executable cannot be started, [`Error::Io`] if the log file
+    /// cannot be created.
+    pub fn spawn(spec: &ChildSpec) -> Result<Self> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(Error::io("create log file", &spec.log))?;
+        let log_err = log
+            .try_clone()
+            .map_err(Error::io("duplicate log handle", &spec.log))?;
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some(cwd) = &spec.cwd {
+            command.current_dir(cwd);
+        }
+        die_with_parent(&mut command);
+        let child = spawn_from_keeper(command).map_err(|source| Error::Spawn {
+            binary: spec.program.clone(),
+            source,
+        })?;
+        tracing::debug!(component = spec.component, pid = child.id(), log = ?spec.log, "spawned");
+        Ok(Self {
+            component: spec.component,
+            pid: child.id(),
+            log: spec.log.clone(),
+            inner: Mutex::new(child),
+            exit: Mutex::new(None),
+        })
+    }
+
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The component name.
+    pub fn component(&self) -> &'static str {
+        self.component
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+
+    /// The exit status if it has exited, without blocking.
+    pub fn try_exit(&self) -> Option<ExitStatus> {
+        let mut exit = self
+            .exit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if exit.is_none() {
+            let mut child = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *exit = child.try_wait().ok().flatten();
+        }
+        *exit
+    }
+
+    /// The error to report when the child exited while it was expected to run.
+    pub(crate) fn exited_error(&self, status: ExitStatus) -> Error {
+        Error::ExitedBeforeReady {
+            component: self.component,
+            status: status.to_string(),
+            log: self.log.clone(),
+            tail: self.log_tail(30),
+        }
+    }
+
+    /// Stop the process group: SIGTERM, wait up to `grace`, then SIGKILL. Idempotent.
+    pub fn stop(&self, grace: Duration) {
+        if self.try_exit().is_some() {
+            // The leader is gone; make sure nothing else of its group lingers.
+            let _ = killpg(self.pgid(), Signal::SIGKILL);
+            return;
+        }
+        let _ = killpg(self.pgid(), Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.try_exit().is_some() {
+                let _ = killpg(self.pgid(), Signal::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::warn!(
+            component = self.component,
+            pid = self.pid,
+            ?grace,
+            "did not stop after SIGTERM; sending SIGKILL"
+        );
+        let _ = killpg(self.pgid(), Signal::SIGKILL);
+        let mut child = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(status) = child.wait() {
+            *self
+                .exit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
+        }
+    }
+
+    fn pgid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// The last `lines` lines of a text file (at most 64 KiB are read); empty if unreadable.
+pub fn tail(path: &Path, lines: usize) -> String {
+    const MAX: u64 = 64 * 1024;
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(MAX)));
+    let mut buf = Vec::new();
+    let _ = file.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Wait until `probe` succeeds, the child exits, or `timeout` runs out. Polls with a short
+/// backoff (2 ms doubling to 50 ms).
+pub(crate) async fn wait_ready<F, Fut>(child: &Child, timeout: Duration, mut probe: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), String>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(2);
+    let mut last: String;
+    loop {
+        if let Some(status) = child.try_exit() {
+            return Err(child.exited_error(status));
+        }
+        match probe().await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::StartupTimeout {
+                component: child.component,
+                timeout,
+                last_probe: last,
+                log: child.log.clone(),
+                tail: child.log_tail(30),
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_returns_the_last_lines() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = RunDir::create("tail-test")?;
+        let path = dir.path().join("log");
+        std::fs::write(&path, "a\nb\nc\nd\n")?;
+        assert_eq!(tail(&path, 2), "c\nd");
+        assert_eq!(tail(&dir.path().join("missing"), 2), "");
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_binary_is_a_spawn_error() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = RunDir::create("spawn-test")?;
+        let spec = ChildSpec {
+            component: "nothing",
+            program: "/nonexistent/kube-harness-no-such-binary".into(),
+            args: vec![],
+            log: dir.path().join("log"),
+            cwd: None,
+        };
+        let err = Child::spawn(&spec).err();
+        assert!(matches!(err, Some(Error::Spawn { .. })), "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn stop_terminates_the_child_and_its_group() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = RunDir::create("stop-test")?;
+        let spec = ChildSpec {
+            component: "sleeper",
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "sleep 300 & sleep 300".into()],
+            log: dir.path().join("log"),
+            cwd: None,
+        };
+        let child = Child::spawn(&spec)?;
+        assert!(child.try_exit().is_none());
+        child.stop(Duration::from_secs(2));
+        assert!(child.try_exit().is_some());
+        // The whole group is gone: signalling it fails with ESRCH.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            killpg(child.pgid(), None).is_err(),
+            "process group still alive"
+        );
+        Ok(())
+    }
+}

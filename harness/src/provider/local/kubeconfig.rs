@@ -1,0 +1,81 @@
+//! Kubeconfigs for the admin and for users, with certificates embedded.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kube::config::{
+    AuthInfo, Cluster as KcCluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+};
+
+use crate::error::{Error, Result};
+use crate::pki::{KeyedCert, write_private};
+
+/// Name of the cluster and context entries in generated kubeconfigs.
+pub const CONTEXT: &str = "kube-harness";
+
+/// A kubeconfig for `server` trusting `ca_pem`, authenticated by `user` (client cert) or a
+/// bearer `token`.
+pub(crate) fn kubeconfig(
+    server: &str,
+    ca_pem: &str,
+    user_name: &str,
+    cert: Option<&KeyedCert>,
+    token: Option<&str>,
+) -> Kubeconfig {
+    let auth = AuthInfo {
+        client_certificate_data: cert.map(|c| STANDARD.encode(&c.cert_pem)),
+        client_key_data: cert.map(|c| STANDARD.encode(&c.key_pem).into()),
+        token: token.map(|t| t.to_owned().into()),
+        ..AuthInfo::default()
+    };
+    Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: CONTEXT.to_owned(),
+            cluster: Some(KcCluster {
+                server: Some(server.to_owned()),
+                certificate_authority_data: Some(STANDARD.encode(ca_pem)),
+                ..KcCluster::default()
+            }),
+            other: Default::default(),
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: user_name.to_owned(),
+            auth_info: Some(auth),
+            other: Default::default(),
+        }],
+        contexts: vec![NamedContext {
+            name: CONTEXT.to_owned(),
+            context: Some(Context {
+                cluster: CONTEXT.to_owned(),
+                user: Some(user_name.to_owned()),
+                namespace: None,
+                extensions: None,
+                other: Default::default(),
+            }),
+            other: Default::default(),
+        }],
+        current_context: Some(CONTEXT.to_owned()),
+        api_version: Some("v1".to_owned()),
+        kind: Some("Config".to_owned()),
+        ..Kubeconfig::default()
+    }
+}
+
+/// Write `config` to `path` (JSON, which kubectl reads as YAML) with mode 0600.
+pub(crate) fn write(config: &Kubeconfig, path: &Path) -> Result<()> {
+    let json = serde_json::to_vec_pretty(config).map_err(|source| Error::Json {
+        what: format!("kubeconfig {path:?}"),
+        source,
+    })?;
+    write_private(path, &json)
+}
+
+/// Build a kube client from a kubeconfig.
+pub(crate) async fn client(config: Kubeconfig) -> Result<kube::Client> {
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Client(Box::new(e)))?;
+    kube::Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))
+}

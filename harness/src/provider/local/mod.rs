@@ -1,0 +1,462 @@
+//! The local provider: real `etcd` and `kube-apiserver` processes on loopback, with client
+//! certificate auth, RBAC, ServiceAccount tokens and the aggregation layer configured.
+//!
+//! ```no_run
+//! # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
+//! use kube_harness::ControlPlane;
+//! let cluster = ControlPlane::builder().start().await?;
+//! let client = cluster.client().await?;
+//! let alice = cluster.user("alice", ["devs"]).await?;
+//! # Ok(()) }
+//! ```
+
+mod kubeconfig;
+mod processes;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::config::Kubeconfig;
+use tracing::Instrument;
+
+pub use kubeconfig::CONTEXT;
+
+use crate::assets::{Assets, KubeVersion, Resolver};
+use crate::error::{Error, Result};
+use crate::pki::{CertSpec, ClusterPki, KeyedCert};
+use crate::process::{Child, RunDir};
+
+/// Builder for a local control plane.
+#[derive(Debug, Clone)]
+#[must_use = "call .start().await to start the control plane"]
+pub struct ControlPlane {
+    version: KubeVersion,
+    assets_dir: Option<PathBuf>,
+    start_timeout: Duration,
+    apiserver_args: Vec<(String, String)>,
+}
+
+impl Default for ControlPlane {
+    fn default() -> Self {
+        Self {
+            version: KubeVersion::default(),
+            assets_dir: None,
+            start_timeout: Duration::from_secs(90),
+            apiserver_args: Vec::new(),
+        }
+    }
+}
+
+/// How long each phase of a start took.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StartupTimings {
+    /// Resolving (or building) the binaries.
+    pub assets: Duration,
+    /// Generating certificates (overlaps etcd's start).
+    pub pki: Duration,
+    /// etcd from spawn to healthy.
+    pub etcd: Duration,
+    /// kube-apiserver from spawn to `/readyz` ok.
+    pub apiserver: Duration,
+    /// The whole start, until the `default` namespace exists.
+    pub total: Duration,
+}
+
+impl ControlPlane {
+    /// Default settings: Kubernetes [`crate::assets::DEFAULT_KUBERNETES_VERSION`],
+    /// binaries resolved as [`crate::assets`] describes, 90 s start timeout.
+    pub fn builder() -> Self {
+        Self::default()
+    }
+
+    /// The Kubernetes version to run.
+    pub fn with_version(mut self, version: KubeVersion) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The Kubernetes version to run, parsed from `1.36.3`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidVersion`].
+    pub fn with_version_str(self, version: &str) -> Result<Self> {
+        Ok(self.with_version(KubeVersion::parse(version)?))
+    }
+
+    /// Use the binaries in `dir` instead of resolving them.
+    pub fn with_assets_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.assets_dir = Some(dir.into());
+        self
+    }
+
+    /// How long etcd and kube-apiserver may each take to become ready.
+    pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Add or override a kube-apiserver flag (`name` without the leading `--`).
+    pub fn with_apiserver_arg(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.apiserver_args.push((name.into(), value.into()));
+        self
+    }
+
+    /// Start etcd and kube-apiserver and wait until the API is ready.
+    ///
+    /// # Errors
+    /// Asset errors ([`Error::GoMissing`], [`Error::Build`], …), [`Error::ExitedBeforeReady`]
+    /// and [`Error::StartupTimeout`] with the tail of the failing component's log, and
+    /// [`Error::Ports`] if free ports kept being taken.
+    pub async fn start(self) -> Result<Cluster> {
+        let total = Instant::now();
+        let mut timings = StartupTimings::default();
+
+        let assets = async {
+            let t = Instant::now();
+            let assets = match &self.assets_dir {
+                Some(dir) => {
+                    let dir = dir.clone();
+                    Resolver::new(self.version)
+                        .with_env(move |k: &str| {
+                            (k == "KUBE_HARNESS_ASSETS").then(|| dir.to_string_lossy().into_owned())
+                        })
+                        .resolve_async()
+                        .await?
+                }
+                None => Resolver::new(self.version).resolve_async().await?,
+            };
+            Ok::<_, Error>((assets, t.elapsed()))
+        }
+        .instrument(tracing::info_span!("assets", version = %self.version))
+        .await?;
+        timings.assets = assets.1;
+        let assets = assets.0;
+
+        let run_dir = RunDir::create("cluster")?;
+        let pki_dir = run_dir.path().join("pki");
+        let pki_task = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            ClusterPki::generate(&pki_dir).map(|p| (p, t.elapsed()))
+        });
+        let etcd_started = Instant::now();
+        let etcd = processes::start_etcd(&assets, run_dir.path(), self.start_timeout)
+            .instrument(tracing::info_span!("etcd"))
+            .await?;
+        timings.etcd = etcd_started.elapsed();
+        let (pki, pki_time) = pki_task
+            .instrument(tracing::info_span!("pki"))
+            .await
+            .map_err(|e| {
+                Error::Client(format!("certificate generation task failed: {e}").into())
+            })??;
+        timings.pki = pki_time;
+
+        let apiserver_started = Instant::now();
+        let apiserver = processes::start_apiserver(
+            &assets,
+            run_dir.path(),
+            &pki,
+            &etcd.url,
+            &self.apiserver_args,
+            self.start_timeout,
+        )
+        .instrument(tracing::info_span!("apiserver"))
+        .await?;
+        timings.apiserver = apiserver_started.elapsed();
+
+        let server = format!("https://127.0.0.1:{}", apiserver.port);
+        let kubeconfig_path = run_dir.path().join("kubeconfig");
+        let admin_kubeconfig = kubeconfig::kubeconfig(
+            &server,
+            pki.serving_ca.cert_pem(),
+            crate::pki::ADMIN_USER,
+            Some(&pki.admin),
+            None,
+        );
+        kubeconfig::write(&admin_kubeconfig, &kubeconfig_path)?;
+
+        let mut cluster = Cluster {
+            apiserver: apiserver.child,
+            etcd: etcd.child,
+            info: ClusterInfo {
+                server,
+                etcd_url: etcd.url,
+                version: self.version,
+                kubeconfig: kubeconfig_path,
+                run_dir: run_dir.path().to_owned(),
+                assets_dir: assets.dir().to_owned(),
+            },
+            admin_kubeconfig,
+            pki: Arc::new(pki),
+            assets,
+            timings: StartupTimings::default(),
+            _run_dir: run_dir,
+        };
+        cluster
+            .wait_for_default_namespace(self.start_timeout)
+            .instrument(tracing::info_span!("ready"))
+            .await?;
+        timings.total = total.elapsed();
+        tracing::info!(?timings, server = %cluster.info.server, "control plane ready");
+        cluster.timings = timings;
+        Ok(cluster)
+    }
+}
+
+/// Where a running cluster is: plain data, safe to share across threads, runtimes and
+/// (serialised) processes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// `http://127.0.0.1:<port>` of etcd (extension servers such as sample-apiserver store
+    /// their objects there).
+    pub etcd_url: String,
+    /// The Kubernetes version.
+    pub version: KubeVersion,
+    /// The admin kubeconfig (client cert of a `system:masters` user).
+    pub kubeconfig: PathBuf,
+    /// The run directory: certificates, logs, etcd data.
+    pub run_dir: PathBuf,
+    /// The directory of the binaries.
+    pub assets_dir: PathBuf,
+}
+
+impl serde::Serialize for KubeVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KubeVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KubeVersion::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A running local control plane. Dropping it stops kube-apiserver, then etcd, and removes
+/// the run directory.
+#[derive(Debug)]
+pub struct Cluster {
+    // Field order is drop order: the apiserver stops before etcd, and the run directory goes
+    // last.
+    apiserver: Child,
+    etcd: Child,
+    info: ClusterInfo,
+    admin_kubeconfig: Kubeconfig,
+    pki: Arc<ClusterPki>,
+    assets: Assets,
+    timings: StartupTimings,
+    _run_dir: RunDir,
+}
+
+impl Cluster {
+    /// Where the cluster is.
+    pub fn info(&self) -> &ClusterInfo {
+        &self.info
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server_url(&self) -> &str {
+        &self.info.server
+    }
+
+    /// The admin kubeconfig file.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.info.kubeconfig
+    }
+
+    /// The admin kubeconfig.
+    pub fn admin_kubeconfig(&self) -> &Kubeconfig {
+        &self.admin_kubeconfig
+    }
+
+    /// The certificates and keys.
+    pub fn pki(&self) -> &ClusterPki {
+        &self.pki
+    }
+
+    /// The binaries this cluster runs.
+    pub fn assets(&self) -> &Assets {
+        &self.assets
+    }
+
+    /// How long the start took, by phase.
+    pub fn timings(&self) -> &StartupTimings {
+        &self.timings
+    }
+
+    /// Process ids of kube-apiserver and etcd (each also leads its own process group).
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.apiserver.pid(), self.etcd.pid()]
+    }
+
+    /// The log file of kube-apiserver.
+    pub fn apiserver_log(&self) -> &Path {
+        self.apiserver.log()
+    }
+
+    /// The log file of etcd.
+    pub fn etcd_log(&self) -> &Path {
+        self.etcd.log()
+    }
+
+    /// A client authenticated as the admin (`system:masters`). Build one per test: a kube
+    /// `Client` belongs to the tokio runtime it was first used on.
+    ///
+    /// # Errors
+    /// [`Error::Client`] if the client cannot be built.
+    pub async fn client(&self) -> Result<kube::Client> {
+        kubeconfig::client(self.admin_kubeconfig.clone()).await
+    }
+
+    /// Issue a client certificate for `name` in `groups` (CN = user, O = groups), signed by
+    /// the cluster's client CA.
+    ///
+    /// # Errors
+    /// [`Error::Pki`].
+    pub fn issue_user_cert(
+        &self,
+        name: &str,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<KeyedCert> {
+        self.pki.client_ca.issue(&CertSpec::client(name, groups))
+    }
+
+    /// A kubeconfig for user `name` in `groups`, authenticated by a fresh client certificate.
+    ///
+    /// # Errors
+    /// [`Error::Pki`].
+    pub fn user_kubeconfig(
+        &self,
+        name: &str,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Kubeconfig> {
+        let cert = self.issue_user_cert(name, groups)?;
+        Ok(kubeconfig::kubeconfig(
+            &self.info.server,
+            self.pki.serving_ca.cert_pem(),
+            name,
+            Some(&cert),
+            None,
+        ))
+    }
+
+    /// A kubeconfig that authenticates with a bearer token (a ServiceAccount token, say).
+    pub fn token_kubeconfig(&self, token: &str) -> Kubeconfig {
+        kubeconfig::kubeconfig(
+            &self.info.server,
+            self.pki.serving_ca.cert_pem(),
+            "token-user",
+            None,
+            Some(token),
+        )
+    }
+
+    /// A client for user `name` in `groups`, authenticated by a fresh client certificate.
+    /// With no RBAC bound, it gets 403 Forbidden for almost everything.
+    ///
+    /// # Errors
+    /// [`Error::Pki`], [`Error::Client`].
+    pub async fn user(
+        &self,
+        name: &str,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<kube::Client> {
+        kubeconfig::client(self.user_kubeconfig(name, groups)?).await
+    }
+
+    /// Write the admin kubeconfig to `path` as well (mode 0600).
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Json`].
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<()> {
+        kubeconfig::write(&self.admin_kubeconfig, path)
+    }
+
+    /// A reqwest client that trusts the API server and authenticates with `cert` (or with
+    /// nothing, for bearer tokens), as curl would.
+    ///
+    /// # Errors
+    /// [`Error::Client`].
+    pub fn http_client(&self, cert: Option<&KeyedCert>) -> Result<reqwest::Client> {
+        let tls = crate::pki::rustls_client_config(self.pki.serving_ca.cert_pem(), cert)?;
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| Error::Client(Box::new(e)))
+    }
+
+    /// Fail fast if etcd or kube-apiserver has died.
+    ///
+    /// # Errors
+    /// [`Error::ExitedBeforeReady`] naming the dead component, with its log tail.
+    pub fn check_alive(&self) -> Result<()> {
+        for child in [&self.etcd, &self.apiserver] {
+            if let Some(status) = child.try_exit() {
+                return Err(child.exited_error(status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop the cluster now (kube-apiserver, then etcd) and remove its run directory.
+    /// Equivalent to dropping it.
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    async fn wait_for_default_namespace(&self, timeout: Duration) -> Result<()> {
+        use k8s_openapi::api::core::v1::Namespace;
+        let client = self.client().await?;
+        let api: kube::Api<Namespace> = kube::Api::all(client);
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(5);
+        loop {
+            self.check_alive()?;
+            if matches!(api.get_opt("default").await, Ok(Some(_))) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::WaitTimeout {
+                    what: "namespace \"default\" to be created by kube-apiserver".into(),
+                    timeout,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Collect `--name=value` pairs, later ones overriding earlier ones.
+fn flags(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<OsString> {
+    let mut map: Vec<(String, String)> = Vec::new();
+    for (k, v) in pairs {
+        match map.iter_mut().find(|(name, _)| *name == k) {
+            Some(entry) => entry.1 = v,
+            None => map.push((k, v)),
+        }
+    }
+    map.into_iter()
+        .map(|(k, v)| OsString::from(format!("--{k}={v}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_flags_override_earlier_ones() {
+        let out = flags([
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into()),
+        ]);
+        assert_eq!(out, vec![OsString::from("--a=3"), OsString::from("--b=2")]);
+    }
+}

@@ -1,0 +1,208 @@
+//! Starting etcd and kube-apiserver, retrying with new ports when a port was taken between
+//! choosing it and the child binding it.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use super::flags;
+use crate::assets::Assets;
+use crate::error::{Error, Result};
+use crate::pki::{ClusterPki, FRONT_PROXY_CLIENT_CN, files};
+use crate::process::{Child, ChildSpec, free_port, wait_ready};
+
+const PORT_ATTEMPTS: u32 = 4;
+
+pub(super) struct Started {
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+fn port_clash(err: &Error) -> bool {
+    match err {
+        Error::ExitedBeforeReady { tail, .. } | Error::StartupTimeout { tail, .. } => {
+            tail.contains("address already in use")
+        }
+        _ => false,
+    }
+}
+
+/// Run `attempt` with fresh ports until it does not fail on a port clash.
+async fn with_port_retries<F, Fut>(component: &'static str, mut attempt: F) -> Result<Started>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Started>>,
+{
+    let mut last = String::new();
+    for n in 0..PORT_ATTEMPTS {
+        match attempt(n).await {
+            Err(e) if port_clash(&e) => {
+                tracing::warn!(
+                    component,
+                    attempt = n,
+                    "port taken before the child bound it; retrying with new ports"
+                );
+                last = e.to_string();
+            }
+            other => return other,
+        }
+    }
+    Err(Error::Ports {
+        component,
+        attempts: PORT_ATTEMPTS,
+        detail: last,
+    })
+}
+
+pub(super) async fn start_etcd(
+    assets: &Assets,
+    run_dir: &Path,
+    timeout: Duration,
+) -> Result<Started> {
+    let probe_client = reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::pki::rustls_client_config("", None)?)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| Error::Client(Box::new(e)))?;
+    with_port_retries("etcd", |attempt| {
+        let probe_client = probe_client.clone();
+        async move {
+            let client_port = free_port("etcd")?;
+            let peer_port = free_port("etcd")?;
+            let url = format!("http://127.0.0.1:{client_port}");
+            let peer = format!("http://127.0.0.1:{peer_port}");
+            let data = run_dir.join(format!("etcd-data-{attempt}"));
+            let args = flags([
+                ("name".into(), "default".into()),
+                ("data-dir".into(), data.to_string_lossy().into_owned()),
+                ("listen-client-urls".into(), url.clone()),
+                ("advertise-client-urls".into(), url.clone()),
+                ("listen-peer-urls".into(), peer.clone()),
+                ("initial-advertise-peer-urls".into(), peer.clone()),
+                ("initial-cluster".into(), format!("default={peer}")),
+                ("unsafe-no-fsync".into(), "true".into()),
+                ("log-level".into(), "warn".into()),
+            ]);
+            let child = Child::spawn(&ChildSpec {
+                component: "etcd",
+                program: assets.etcd(),
+                args,
+                log: run_dir.join("etcd.log"),
+                cwd: Some(run_dir.to_owned()),
+            })?;
+            let health = format!("{url}/health");
+            wait_ready(&child, timeout, || {
+                let req = probe_client.get(&health);
+                async move {
+                    let resp = req.send().await.map_err(|e| e.to_string())?;
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    if status.is_success() && body.contains("\"health\":\"true\"") {
+                        Ok(())
+                    } else {
+                        Err(format!("{status}: {body}"))
+                    }
+                }
+            })
+            .await?;
+            Ok(Started {
+                child,
+                url,
+                port: client_port,
+            })
+        }
+    })
+    .await
+}
+
+pub(super) async fn start_apiserver(
+    assets: &Assets,
+    run_dir: &Path,
+    pki: &ClusterPki,
+    etcd_url: &str,
+    extra: &[(String, String)],
+    timeout: Duration,
+) -> Result<Started> {
+    let probe_client = reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::pki::rustls_client_config(
+            pki.serving_ca.cert_pem(),
+            Some(&pki.admin),
+        )?)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| Error::Client(Box::new(e)))?;
+    let p = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    with_port_retries("kube-apiserver", |_attempt| {
+        let probe_client = probe_client.clone();
+        async move {
+            let port = free_port("kube-apiserver")?;
+            let url = format!("https://127.0.0.1:{port}");
+            let mut pairs: Vec<(String, String)> = [
+                ("etcd-servers", etcd_url.to_owned()),
+                ("bind-address", "127.0.0.1".into()),
+                ("advertise-address", "127.0.0.1".into()),
+                // The lease reconciler refuses a loopback advertise address ("may not be in the
+                // loopback range"); with no kube-proxy the `kubernetes` Endpoints are unused.
+                ("endpoint-reconciler-type", "none".into()),
+                ("secure-port", port.to_string()),
+                ("cert-dir", pki.dir().to_string_lossy().into_owned()),
+                ("tls-cert-file", p(files::APISERVER_CRT)),
+                ("tls-private-key-file", p(files::APISERVER_KEY)),
+                ("client-ca-file", p(files::CLIENT_CA)),
+                ("anonymous-auth", "false".into()),
+                ("authorization-mode", "RBAC".into()),
+                ("service-account-issuer", url.clone()),
+                ("service-account-key-file", p(files::SA_PUB)),
+                ("service-account-signing-key-file", p(files::SA_KEY)),
+                ("service-cluster-ip-range", "10.0.0.0/24".into()),
+                ("allow-privileged", "true".into()),
+                // No kube-controller-manager creates `default` ServiceAccounts, so the
+                // ServiceAccount admission plugin would reject every Pod (envtest does the same).
+                ("disable-admission-plugins", "ServiceAccount".into()),
+                ("requestheader-client-ca-file", p(files::FRONT_PROXY_CA)),
+                ("requestheader-allowed-names", FRONT_PROXY_CLIENT_CN.into()),
+                ("requestheader-username-headers", "X-Remote-User".into()),
+                ("requestheader-group-headers", "X-Remote-Group".into()),
+                (
+                    "requestheader-extra-headers-prefix",
+                    "X-Remote-Extra-".into(),
+                ),
+                ("proxy-client-cert-file", p(files::FRONT_PROXY_CLIENT_CRT)),
+                ("proxy-client-key-file", p(files::FRONT_PROXY_CLIENT_KEY)),
+                ("profiling", "false".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            pairs.extend(extra.iter().cloned());
+            let args: Vec<OsString> = flags(pairs);
+            let child = Child::spawn(&ChildSpec {
+                component: "kube-apiserver",
+                program: assets.kube_apiserver(),
+                args,
+                log: run_dir.join("kube-apiserver.log"),
+                cwd: Some(run_dir.to_owned()),
+            })?;
+            let readyz = format!("{url}/readyz");
+            wait_ready(&child, timeout, || {
+                let req = probe_client.get(&readyz);
+                async move {
+                    let resp = req.send().await.map_err(|e| e.to_string())?;
+                    let status = resp.status();
+                    if status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "/readyz {status}: {}",
+                            resp.text().await.unwrap_or_default()
+                        ))
+                    }
+                }
+            })
+            .await?;
+            Ok(Started { child, url, port })
+        }
+    })
+    .await
+}

@@ -1,0 +1,46 @@
+//! One cluster per test process, started on first use and shared by every test.
+
+use tokio::sync::OnceCell;
+
+use super::local::{Cluster, ControlPlane};
+use crate::error::{Error, Result};
+
+/// The process-wide cluster, started by the first caller with the default
+/// [`ControlPlane`] settings (override the version with `KUBE_HARNESS_K8S_VERSION`).
+///
+/// Tests run on separate tokio runtimes, so share the cluster's *data* and build a client per
+/// test with [`Cluster::client`]. The cluster lives in a `static` and is never dropped: its
+/// processes die with the test process (they are spawned with a parent-death signal) and its
+/// run directory is removed by the cleanup watcher.
+///
+/// A failed start is remembered: every later caller gets the same error at once instead of
+/// waiting for another failing start.
+///
+/// # Errors
+/// [`Error::SharedStart`] with the first start's error.
+///
+/// # Example
+/// ```no_run
+/// # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = kube_harness::shared().await?;
+/// let client = cluster.client().await?;
+/// # Ok(()) }
+/// ```
+pub async fn shared() -> Result<&'static Cluster> {
+    static SHARED: OnceCell<std::result::Result<Cluster, String>> = OnceCell::const_new();
+    let started = SHARED
+        .get_or_init(|| async {
+            let builder = match std::env::var("KUBE_HARNESS_K8S_VERSION") {
+                Ok(v) if !v.is_empty() => ControlPlane::builder().with_version_str(&v),
+                _ => Ok(ControlPlane::builder()),
+            };
+            match builder {
+                Ok(b) => b.start().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+    started
+        .as_ref()
+        .map_err(|message| Error::SharedStart(message.clone()))
+}
