@@ -1,11 +1,9 @@
 //! `manifest.json` in a cache entry: what was built, and the size and SHA-256 of each binary,
 //! so a partial or corrupt entry is detected instead of executed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
-use std::time::SystemTime;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -97,24 +95,32 @@ impl Manifest {
     }
 }
 
-/// Identity of a verified entry: the files' sizes and modification times. Hashing 200 MB of
-/// binaries costs a few hundred milliseconds, so each process does it once per entry.
-type Stamp = (PathBuf, Vec<(u64, Option<SystemTime>)>);
+/// File in a cache entry recording the size, modification time and inode of each file as
+/// they were when the entry was last fully verified. Hashing ~200 MB of binaries takes a
+/// noticeable fraction of a second, so later runs compare this stamp instead and hash again
+/// only when a file has changed since (a write changes the modification time).
+const VERIFIED_STAMP: &str = ".verified";
 
-fn stamp(entry: &Path) -> Stamp {
-    let files = std::iter::once(super::manifest::MANIFEST)
+fn stamp(entry: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::iter::once(MANIFEST)
         .chain(BINARIES)
-        .map(|name| {
-            std::fs::metadata(entry.join(name)).map_or((0, None), |m| (m.len(), m.modified().ok()))
+        .map(|name| match std::fs::metadata(entry.join(name)) {
+            Ok(m) => format!(
+                "{name} {} {} {} {}\n",
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ino()
+            ),
+            Err(_) => format!("{name} missing\n"),
         })
-        .collect();
-    (entry.to_owned(), files)
+        .collect()
 }
 
 /// Check that `entry` is complete and uncorrupted for `version`. The reason is returned on
 /// failure (it is logged when a rebuild follows).
 pub(crate) fn verify_cached(entry: &Path, version: &KubeVersion) -> Result<Manifest, String> {
-    static VERIFIED: OnceLock<Mutex<HashSet<Stamp>>> = OnceLock::new();
     if !entry.join(MANIFEST).exists() {
         return Err(format!("{entry:?} has no {MANIFEST}"));
     }
@@ -125,9 +131,9 @@ pub(crate) fn verify_cached(entry: &Path, version: &KubeVersion) -> Result<Manif
             manifest.kubernetes
         ));
     }
-    let stamp = stamp(entry);
-    let verified = VERIFIED.get_or_init(Mutex::default);
-    if verified.lock().is_ok_and(|set| set.contains(&stamp)) {
+    let current = stamp(entry);
+    if std::fs::read_to_string(entry.join(VERIFIED_STAMP)).is_ok_and(|recorded| recorded == current)
+    {
         return Ok(manifest);
     }
     for binary in BINARIES {
@@ -141,9 +147,8 @@ pub(crate) fn verify_cached(entry: &Path, version: &KubeVersion) -> Result<Manif
             ));
         }
     }
-    if let Ok(mut set) = verified.lock() {
-        set.insert(stamp);
-    }
+    // Best effort: without the stamp the next run hashes again.
+    let _ = std::fs::write(entry.join(VERIFIED_STAMP), current);
     Ok(manifest)
 }
 

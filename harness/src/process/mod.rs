@@ -222,6 +222,12 @@ impl Child {
 
     /// Stop the process group: SIGTERM, wait up to `grace`, then SIGKILL. Idempotent.
     pub fn stop(&self, grace: Duration) {
+        let started = Instant::now();
+        self.stop_inner(grace);
+        tracing::debug!(component = self.component, pid = self.pid, elapsed = ?started.elapsed(), "stopped");
+    }
+
+    fn stop_inner(&self, grace: Duration) {
         if self.try_exit().is_some() {
             // The leader is gone; make sure nothing else of its group lingers.
             let _ = killpg(self.pgid(), Signal::SIGKILL);
@@ -264,6 +270,30 @@ impl Drop for Child {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// Pids of the processes in process group `pgid` that are still running (zombies, which have
+/// exited and only wait to be collected, are not counted). Linux only: reads `/proc`.
+pub fn live_group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // Fields after the command name: state, ppid, pgrp, …
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first().is_some_and(|s| *s != "Z")
+                && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+        })
+        .collect()
 }
 
 /// The last `lines` lines of a text file (at most 64 KiB are read); empty if unreadable.

@@ -1,0 +1,119 @@
+//! The command line as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-harness");
+
+#[test]
+fn exec_runs_kubectl_against_a_fresh_cluster() -> anyhow::Result<()> {
+    let out = Command::new(BIN)
+        .args(["exec", "--", "kubectl", "get", "--raw", "/readyz"])
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ready in"),
+        "{out:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn exec_exits_with_the_commands_status() -> anyhow::Result<()> {
+    let status = Command::new(BIN)
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "test -n \"$KUBECONFIG\" && exit 7",
+        ])
+        .status()?;
+    assert_eq!(status.code(), Some(7));
+    Ok(())
+}
+
+#[test]
+fn assets_prints_the_binaries_directory() -> anyhow::Result<()> {
+    let out = Command::new(BIN).arg("assets").output()?;
+    assert!(out.status.success(), "{out:?}");
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    for b in ["kube-apiserver", "etcd", "kubectl"] {
+        assert!(
+            std::path::Path::new(&dir).join(b).is_file(),
+            "{b} not in {dir}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_bad_version_is_a_clear_error() -> anyhow::Result<()> {
+    let out = Command::new(BIN)
+        .args(["--k8s-version", "latest", "assets"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid Kubernetes version \"latest\""),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn up_serves_until_sigint_and_then_cleans_up() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("kh-cli-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    let mut child = Command::new(BIN)
+        .args(["up", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut port = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(rest) = line.split("is up at https://127.0.0.1:").nth(1) {
+            port = rest.trim().parse::<u16>().ok();
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let port = port.ok_or_else(|| anyhow::anyhow!("up did not print its address"))?;
+    let assets = String::from_utf8(Command::new(BIN).arg("assets").output()?.stdout)?;
+    let out = Command::new(std::path::Path::new(assets.trim()).join("kubectl"))
+        .args(["get", "namespace", "default", "-o", "name"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "namespace/default",
+        "{out:?}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let status = child.wait()?;
+    assert!(status.success(), "{status}");
+    assert!(!kubeconfig.exists(), "up left its kubeconfig behind");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} still bound after up stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
