@@ -62,10 +62,10 @@ impl Drop for RunDir {
         if self.keep || std::env::var_os("KUBE_HARNESS_KEEP").is_some_and(|v| v == "1") {
             return;
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = ?self.path, error = &e as &dyn std::error::Error, "could not remove run directory");
-            }
+        if let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = ?self.path, error = &e as &dyn std::error::Error, "could not remove run directory");
         }
     }
 }

@@ -1,0 +1,153 @@
+//! Bad environments give clear, typed errors and leave nothing running: a child that crashes
+//! at start, one that never becomes ready, and a port that is already taken.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube_harness::{ControlPlane, Error};
+
+/// An assets directory whose binaries are the given shell scripts; `real` ones are linked to
+/// the real binaries.
+fn assets_dir(name: &str, scripts: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("kh-errors-{name}-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let real = kube_harness::assets::Resolver::new(Default::default()).resolve()?;
+    for binary in kube_harness::assets::BINARIES {
+        let target = dir.join(binary);
+        match scripts.iter().find(|(b, _)| *b == binary) {
+            Some((_, body)) => {
+                std::fs::write(&target, format!("#!/bin/sh\n{body}\n"))?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+            }
+            None => std::os::unix::fs::symlink(real.dir().join(binary), &target)?,
+        }
+    }
+    Ok(dir)
+}
+
+fn pid_alive(pid_file: &Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            })
+        })
+}
+
+#[tokio::test]
+async fn an_etcd_that_crashes_at_start_is_reported_with_its_log() -> anyhow::Result<()> {
+    let dir = assets_dir(
+        "crash",
+        &[("etcd", "echo 'etcd: simulated fatal error' >&2; exit 3")],
+    )?;
+    let err = ControlPlane::builder()
+        .with_assets_dir(&dir)
+        .start()
+        .await
+        .err();
+    let Some(
+        err @ Error::ExitedBeforeReady {
+            component: "etcd", ..
+        },
+    ) = err
+    else {
+        panic!("expected ExitedBeforeReady for etcd, got {err:?}");
+    };
+    let text = err.to_string();
+    assert!(text.contains("simulated fatal error"), "{text}");
+    assert!(text.contains("exit status: 3"), "{text}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_component_that_never_becomes_ready_times_out_and_is_killed() -> anyhow::Result<()> {
+    let pid_file = std::env::temp_dir().join(format!("kh-errors-hang-pid-{}", std::process::id()));
+    let script = format!(
+        "echo $$ > {}; echo 'etcd: waiting forever'; exec sleep 600",
+        pid_file.display()
+    );
+    let dir = assets_dir("hang", &[("etcd", &script)])?;
+    let started = Instant::now();
+    let err = ControlPlane::builder()
+        .with_assets_dir(&dir)
+        .with_start_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .err();
+    let Some(
+        err @ Error::StartupTimeout {
+            component: "etcd", ..
+        },
+    ) = err
+    else {
+        panic!("expected StartupTimeout for etcd, got {err:?}");
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("waiting forever"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(&pid_file) {
+        assert!(Instant::now() < deadline, "the hung etcd was not killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_dir_all(&dir)?;
+    std::fs::remove_file(&pid_file)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_taken_port_is_retried_and_then_reported() -> anyhow::Result<()> {
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let port = taken.local_addr()?.port();
+    let err = ControlPlane::builder()
+        .with_apiserver_arg("secure-port", port.to_string())
+        .start()
+        .await
+        .err();
+    let Some(
+        err @ Error::Ports {
+            component: "kube-apiserver",
+            attempts: 4,
+            ..
+        },
+    ) = err
+    else {
+        panic!("expected a Ports error for kube-apiserver, got {err:?}");
+    };
+    assert!(err.to_string().contains("address already in use"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_assets_directory_without_kube_apiserver_names_it() -> anyhow::Result<()> {
+    let dir = assets_dir("missing", &[])?;
+    std::fs::remove_file(dir.join("kube-apiserver"))?;
+    let err = ControlPlane::builder()
+        .with_assets_dir(&dir)
+        .start()
+        .await
+        .err();
+    let Some(
+        err @ Error::AssetsDirIncomplete {
+            binary: "kube-apiserver",
+            ..
+        },
+    ) = err
+    else {
+        panic!("expected AssetsDirIncomplete for kube-apiserver, got {err:?}");
+    };
+    assert!(err.to_string().contains("KUBE_HARNESS_ASSETS"), "{err}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
