@@ -154,6 +154,15 @@ pub enum Error {
     #[error("the shared cluster of this test process failed to start: {0}")]
     SharedStart(String),
 
+    /// A fixture could not be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::fixtures::LoadError),
+
+    /// A fixture could not be applied or its target brought up; the message names the file,
+    /// document and object.
+    #[error("{0}")]
+    Fixture(String),
+
     /// A wait ran out of time.
     #[error("timed out after {timeout:?} waiting for {what}")]
     WaitTimeout {

@@ -34,6 +34,7 @@
 
 pub mod assets;
 pub mod error;
+pub mod fixtures;
 pub mod pki;
 pub mod process;
 pub mod provider;

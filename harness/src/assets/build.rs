@@ -109,14 +109,14 @@ fn version_ldflags(version: &KubeVersion) -> String {
     flags.join(" ")
 }
 
-struct GoRunner<'a> {
-    go: &'a Path,
-    log: PathBuf,
+pub(crate) struct GoRunner<'a> {
+    pub(crate) go: &'a Path,
+    pub(crate) log: PathBuf,
 }
 
 impl GoRunner<'_> {
     /// Run `go args…` in `dir`, output appended to the build log; print progress while it runs.
-    fn run(&self, dir: &Path, what: &str, args: &[&str]) -> Result<String> {
+    pub(crate) fn run(&self, dir: &Path, what: &str, args: &[&str]) -> Result<String> {
         let mut log = File::options()
             .create(true)
             .append(true)
@@ -183,21 +183,25 @@ fn with_progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
 }
 
 /// Build whatever `entry` lacks, under the cache lock, and rename the result into place.
+/// Take the cache lock `<cache_root>/<name>.lock`, saying so if another process holds it.
+pub(crate) fn lock_cache(cache_root: &Path, name: &str) -> Result<File> {
+    std::fs::create_dir_all(cache_root).map_err(Error::io("create cache directory", cache_root))?;
+    let lock_path = cache_root.join(format!("{name}.lock"));
+    let lock = File::create(&lock_path).map_err(Error::io("create lock file", &lock_path))?;
+    if lock.try_lock().is_err() {
+        eprintln!("kube-harness: another process is preparing {name}; waiting for {lock_path:?}");
+        lock.lock().map_err(Error::io("lock", &lock_path))?;
+    }
+    Ok(lock)
+}
+
 pub(crate) fn build_into_cache(
     go: &Path,
     version: &KubeVersion,
     cache_root: &Path,
     entry: &Path,
 ) -> Result<()> {
-    std::fs::create_dir_all(cache_root).map_err(Error::io("create cache directory", cache_root))?;
-    let lock_path = cache_root.join(format!("k8s-{version}.lock"));
-    let lock = File::create(&lock_path).map_err(Error::io("create lock file", &lock_path))?;
-    if lock.try_lock().is_err() {
-        eprintln!(
-            "kube-harness: another process is preparing Kubernetes {version} binaries; waiting for {lock_path:?}"
-        );
-        lock.lock().map_err(Error::io("lock", &lock_path))?;
-    }
+    let lock = lock_cache(cache_root, &format!("k8s-{version}"))?;
     // Someone may have finished while we waited.
     let reason = match verify_cached(entry, version) {
         Ok(_) => return Ok(()),

@@ -9,6 +9,7 @@
 //! 3. A build from Go modules (see [`build`]): needs `go` on `PATH`.
 
 mod build;
+mod gobin;
 mod manifest;
 
 use std::path::{Path, PathBuf};
@@ -253,6 +254,23 @@ impl Resolver {
         tokio::task::spawn_blocking(move || self.resolve())
             .await
             .map_err(|e| Error::Client(format!("asset resolution task failed: {e}").into()))?
+    }
+
+    /// Build (once, then cached under `<cache root>/go/`) the Go main package `module` at
+    /// `version` and return the binary's path. Used for extension servers such as
+    /// `k8s.io/sample-apiserver`.
+    ///
+    /// # Errors
+    /// [`Error::GoMissing`] without `go`, [`Error::Build`] when the build fails.
+    pub fn go_binary(&self, module: &str, version: &str) -> Result<PathBuf> {
+        let go = self.find_go();
+        gobin::go_binary(
+            go.as_deref(),
+            &self.cache_root(),
+            module,
+            version,
+            &self.version,
+        )
     }
 
     fn find_go(&self) -> Option<PathBuf> {

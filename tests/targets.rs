@@ -1,0 +1,76 @@
+//! Each target directory comes up from nothing to `Available=True` through the public API,
+//! answers through the aggregator (kubectl included), and tears down leaving no process.
+
+use std::time::Duration;
+
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::Api;
+use kube_harness::Cluster;
+use kube_harness::fixtures::{Target, apply::available_condition};
+use rstest::{fixture, rstest};
+
+#[fixture]
+async fn cluster() -> &'static Cluster {
+    match kube_harness::shared().await {
+        Ok(c) => c,
+        Err(e) => panic!("the shared control plane did not start: {e}"),
+    }
+}
+
+fn target_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/targets")
+        .join(name)
+}
+
+#[rstest]
+#[tokio::test]
+async fn wardle_comes_up_behind_the_aggregator_and_goes_away(
+    #[future] cluster: &'static Cluster,
+) -> anyhow::Result<()> {
+    let cluster = cluster.await;
+    let target = Target::load(target_dir("wardle"))?;
+    let running = cluster.up_target(&target).await?;
+    println!("wardle timings: {:?}", running.timings());
+    let client = cluster.client().await?;
+
+    let apiservices: Api<APIService> = Api::all(client.clone());
+    let svc = apiservices.get("v1alpha1.wardle.example.com").await?;
+    let available = available_condition(&svc)
+        .map(|(status, reason, message)| serde_json::json!({"status": status, "reason": reason, "message": message}));
+    insta::assert_yaml_snapshot!("wardle_available_condition", available);
+
+    let resources = client
+        .request_text(http::Request::get("/apis/wardle.example.com/v1alpha1").body(Vec::new())?)
+        .await?;
+    let resources: serde_json::Value = serde_json::from_str(&resources)?;
+    insta::assert_yaml_snapshot!("wardle_v1alpha1_resources", resources);
+
+    // The built kubectl, through the aggregator.
+    let out = std::process::Command::new(cluster.assets().kubectl())
+        .args(["get", "flunders", "-A", "-o", "name"])
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .output()?;
+    assert!(out.status.success(), "kubectl get flunders: {out:?}");
+
+    let backend_pid = running
+        .backend()
+        .map(|b| b.pid())
+        .ok_or_else(|| anyhow::anyhow!("no backend"))?;
+    running.down(cluster).await?;
+    assert!(
+        apiservices
+            .get_opt("v1alpha1.wardle.example.com")
+            .await?
+            .is_none()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !kube_harness::process::live_group_members(backend_pid).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sample-apiserver still running after down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
