@@ -51,9 +51,7 @@ async fn readyz_answers_ok(#[future] cluster: &'static Cluster) -> anyhow::Resul
 
 #[rstest]
 #[tokio::test]
-async fn version_reports_the_requested_release(
-    #[future] cluster: &'static Cluster,
-) -> anyhow::Result<()> {
+async fn version_reports_the_requested_release(#[future] cluster: &'static Cluster) -> anyhow::Result<()> {
     let cluster = cluster.await;
     let info = cluster.client().await?.apiserver_version().await?;
     let wanted = cluster.info().version;
@@ -75,10 +73,7 @@ async fn the_admin_lists_namespaces(#[future] cluster: &'static Cluster) -> anyh
         .filter_map(|n| n.metadata.name)
         .collect();
     for expected in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
     Ok(())
 }
@@ -157,9 +152,7 @@ async fn an_unbound_user_is_forbidden_until_a_cluster_role_binding_grants_access
             .iter()
             .any(|n| n.metadata.name.as_deref() == Some("default"))
     );
-    bindings
-        .delete(&binding_name, &DeleteParams::default())
-        .await?;
+    bindings.delete(&binding_name, &DeleteParams::default()).await?;
     roles.delete(&role_name, &DeleteParams::default()).await?;
     Ok(())
 }
@@ -198,7 +191,10 @@ async fn a_token_request_token_authenticates_as_a_bearer_token(
     // As curl would: plain HTTPS with `Authorization: Bearer`.
     let http = cluster.http_client(None)?;
     let review: serde_json::Value = http
-        .post(format!("{}/apis/authentication.k8s.io/v1/selfsubjectreviews", cluster.server_url()))
+        .post(format!(
+            "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            cluster.server_url()
+        ))
         .bearer_auth(&token)
         .json(&serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}))
         .send()
@@ -255,15 +251,10 @@ async fn extension_apiserver_authentication_publishes_the_requestheader_trust(
         Some(cluster.pki().front_proxy_ca.cert_pem().trim())
     );
     assert_eq!(
-        data.get("client-ca-file")
-            .map(String::as_str)
-            .map(str::trim),
+        data.get("client-ca-file").map(String::as_str).map(str::trim),
         Some(cluster.pki().client_ca.cert_pem().trim())
     );
-    let mut shown: Vec<(&String, &String)> = data
-        .iter()
-        .filter(|(k, _)| !k.ends_with("-ca-file"))
-        .collect();
+    let mut shown: Vec<(&String, &String)> = data.iter().filter(|(k, _)| !k.ends_with("-ca-file")).collect();
     shown.sort();
     insta::assert_yaml_snapshot!("extension_apiserver_authentication_headers", shown);
     Ok(())

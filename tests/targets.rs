@@ -58,12 +58,7 @@ async fn wardle_comes_up_behind_the_aggregator_and_goes_away(
         .map(|b| b.pid())
         .ok_or_else(|| anyhow::anyhow!("no backend"))?;
     running.down(cluster).await?;
-    assert!(
-        apiservices
-            .get_opt("v1alpha1.wardle.example.com")
-            .await?
-            .is_none()
-    );
+    assert!(apiservices.get_opt("v1alpha1.wardle.example.com").await?.is_none());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !kube_harness::process::live_group_members(backend_pid).is_empty() {
         assert!(

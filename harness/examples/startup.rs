@@ -14,11 +14,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(10);
+    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
     // Warm the asset cache (and build on a fresh machine) outside the measurement.
     ControlPlane::builder().start().await?.stop();
     let (mut total, mut etcd, mut apiserver, mut stop) = (vec![], vec![], vec![], vec![]);

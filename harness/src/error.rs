@@ -39,9 +39,7 @@ pub enum Error {
     },
 
     /// `go build` (or another build step) failed.
-    #[error(
-        "building {what} failed ({status}); the last lines of its output:\n{tail}\nfull log: {log:?}"
-    )]
+    #[error("building {what} failed ({status}); the last lines of its output:\n{tail}\nfull log: {log:?}")]
     Build {
         /// What was being built.
         what: String,
@@ -103,9 +101,7 @@ pub enum Error {
     },
 
     /// A component did not become ready in time.
-    #[error(
-        "{component} not ready after {timeout:?} (last probe: {last_probe}); last lines of {log:?}:\n{tail}"
-    )]
+    #[error("{component} not ready after {timeout:?} (last probe: {last_probe}); last lines of {log:?}:\n{tail}")]
     StartupTimeout {
         /// etcd or kube-apiserver.
         component: &'static str,
@@ -120,9 +116,7 @@ pub enum Error {
     },
 
     /// No free loopback port could be found, or ports kept clashing.
-    #[error(
-        "could not bind a free port on 127.0.0.1 for {component} after {attempts} attempts: {detail}"
-    )]
+    #[error("could not bind a free port on 127.0.0.1 for {component} after {attempts} attempts: {detail}")]
     Ports {
         /// Which component.
         component: &'static str,
@@ -174,15 +168,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| Error::Io { action, path, source }
     }
 }

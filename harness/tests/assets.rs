@@ -26,9 +26,7 @@ fn fake_binaries(dir: &Path, which: &[&str]) -> anyhow::Result<()> {
 }
 
 /// An environment with exactly these variables.
-fn env(
-    vars: Vec<(&'static str, String)>,
-) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+fn env(vars: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
     move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
 }
 
@@ -41,10 +39,7 @@ fn an_assets_directory_from_the_environment_wins() -> anyhow::Result<()> {
     let c = cache.to_string_lossy().into_owned();
     for var in ["KUBE_HARNESS_ASSETS", "KUBEBUILDER_ASSETS"] {
         let assets = Resolver::new(KubeVersion::default())
-            .with_env(env(vec![
-                (var, d.clone()),
-                ("KUBE_HARNESS_CACHE", c.clone()),
-            ]))
+            .with_env(env(vec![(var, d.clone()), ("KUBE_HARNESS_CACHE", c.clone())]))
             .resolve()?;
         assert_eq!(assets.source(), &AssetSource::EnvDir(var));
         assert_eq!(assets.kube_apiserver(), dir.join("kube-apiserver"));
@@ -59,10 +54,7 @@ fn an_incomplete_assets_directory_names_the_missing_binary() -> anyhow::Result<(
     let dir = temp_dir("incomplete")?;
     fake_binaries(&dir, &["kube-apiserver", "kubectl"])?;
     let err = Resolver::new(KubeVersion::default())
-        .with_env(env(vec![(
-            "KUBEBUILDER_ASSETS",
-            dir.to_string_lossy().into_owned(),
-        )]))
+        .with_env(env(vec![("KUBEBUILDER_ASSETS", dir.to_string_lossy().into_owned())]))
         .resolve()
         .err();
     let Some(err @ Error::AssetsDirIncomplete { binary: "etcd", .. }) = err else {
@@ -140,13 +132,8 @@ fn a_corrupt_or_partial_cache_entry_is_detected_and_rebuilt() -> anyhow::Result<
         manifest.binaries["kube-apiserver"],
         Manifest::read(real.dir())?.binaries["kube-apiserver"]
     );
-    let out = std::process::Command::new(rebuilt.etcd())
-        .arg("--version")
-        .output()?;
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("etcd Version"),
-        "{out:?}"
-    );
+    let out = std::process::Command::new(rebuilt.etcd()).arg("--version").output()?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("etcd Version"), "{out:?}");
     std::fs::remove_dir_all(&root)?;
     Ok(())
 }

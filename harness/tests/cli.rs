@@ -13,23 +13,14 @@ fn exec_runs_kubectl_against_a_fresh_cluster() -> anyhow::Result<()> {
         .output()?;
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("ready in"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ready in"), "{out:?}");
     Ok(())
 }
 
 #[test]
 fn exec_exits_with_the_commands_status() -> anyhow::Result<()> {
     let status = Command::new(BIN)
-        .args([
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            "test -n \"$KUBECONFIG\" && exit 7",
-        ])
+        .args(["exec", "--", "sh", "-c", "test -n \"$KUBECONFIG\" && exit 7"])
         .status()?;
     assert_eq!(status.code(), Some(7));
     Ok(())
@@ -41,25 +32,17 @@ fn assets_prints_the_binaries_directory() -> anyhow::Result<()> {
     assert!(out.status.success(), "{out:?}");
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     for b in ["kube-apiserver", "etcd", "kubectl"] {
-        assert!(
-            std::path::Path::new(&dir).join(b).is_file(),
-            "{b} not in {dir}"
-        );
+        assert!(std::path::Path::new(&dir).join(b).is_file(), "{b} not in {dir}");
     }
     Ok(())
 }
 
 #[test]
 fn a_bad_version_is_a_clear_error() -> anyhow::Result<()> {
-    let out = Command::new(BIN)
-        .args(["--k8s-version", "latest", "assets"])
-        .output()?;
+    let out = Command::new(BIN).args(["--k8s-version", "latest", "assets"]).output()?;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("invalid Kubernetes version \"latest\""),
-        "{err}"
-    );
+    assert!(err.contains("invalid Kubernetes version \"latest\""), "{err}");
     Ok(())
 }
 
@@ -73,10 +56,7 @@ fn up_serves_until_sigint_and_then_cleans_up() -> anyhow::Result<()> {
         .arg(&kubeconfig)
         .stdout(Stdio::piped())
         .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut port = None;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
@@ -108,10 +88,7 @@ fn up_serves_until_sigint_and_then_cleans_up() -> anyhow::Result<()> {
     assert!(!kubeconfig.exists(), "up left its kubeconfig behind");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "port {port} still bound after up stopped"
-        );
+        assert!(Instant::now() < deadline, "port {port} still bound after up stopped");
         std::thread::sleep(Duration::from_millis(50));
     }
     std::fs::remove_dir_all(&dir)?;

@@ -43,21 +43,9 @@ fn pid_alive(pid_file: &Path) -> bool {
 
 #[tokio::test]
 async fn an_etcd_that_crashes_at_start_is_reported_with_its_log() -> anyhow::Result<()> {
-    let dir = assets_dir(
-        "crash",
-        &[("etcd", "echo 'etcd: simulated fatal error' >&2; exit 3")],
-    )?;
-    let err = ControlPlane::builder()
-        .with_assets_dir(&dir)
-        .start()
-        .await
-        .err();
-    let Some(
-        err @ Error::ExitedBeforeReady {
-            component: "etcd", ..
-        },
-    ) = err
-    else {
+    let dir = assets_dir("crash", &[("etcd", "echo 'etcd: simulated fatal error' >&2; exit 3")])?;
+    let err = ControlPlane::builder().with_assets_dir(&dir).start().await.err();
+    let Some(err @ Error::ExitedBeforeReady { component: "etcd", .. }) = err else {
         panic!("expected ExitedBeforeReady for etcd, got {err:?}");
     };
     let text = err.to_string();
@@ -82,12 +70,7 @@ async fn a_component_that_never_becomes_ready_times_out_and_is_killed() -> anyho
         .start()
         .await
         .err();
-    let Some(
-        err @ Error::StartupTimeout {
-            component: "etcd", ..
-        },
-    ) = err
-    else {
+    let Some(err @ Error::StartupTimeout { component: "etcd", .. }) = err else {
         panic!("expected StartupTimeout for etcd, got {err:?}");
     };
     assert!(
@@ -133,11 +116,7 @@ async fn a_taken_port_is_retried_and_then_reported() -> anyhow::Result<()> {
 async fn an_assets_directory_without_kube_apiserver_names_it() -> anyhow::Result<()> {
     let dir = assets_dir("missing", &[])?;
     std::fs::remove_file(dir.join("kube-apiserver"))?;
-    let err = ControlPlane::builder()
-        .with_assets_dir(&dir)
-        .start()
-        .await
-        .err();
+    let err = ControlPlane::builder().with_assets_dir(&dir).start().await.err();
     let Some(
         err @ Error::AssetsDirIncomplete {
             binary: "kube-apiserver",

@@ -27,12 +27,7 @@ struct Report {
 }
 
 fn report(cluster: &Cluster) -> Report {
-    let port = |url: &str| {
-        url.rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
-    };
+    let port = |url: &str| url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
     Report {
         pids: cluster.pids(),
         ports: vec![port(cluster.server_url()), port(&cluster.info().etcd_url)],
@@ -75,21 +70,13 @@ async fn helper_process() {
 fn spawn_helper(mode: &str) -> anyhow::Result<(Child, Report)> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "helper_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "helper_process", "--nocapture", "--test-threads=1"])
         .env(MODE, mode)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
     let report = loop {
         let Some(line) = lines.next() else {
@@ -127,12 +114,7 @@ fn assert_cleaned_up(mode: &str, report: &Report) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let live: Vec<u32> = report.pids.iter().copied().filter(|p| alive(*p)).collect();
-        let bound: Vec<u16> = report
-            .ports
-            .iter()
-            .copied()
-            .filter(|p| !port_free(*p))
-            .collect();
+        let bound: Vec<u16> = report.ports.iter().copied().filter(|p| !port_free(*p)).collect();
         let dir = report.run_dir.exists();
         if live.is_empty() && bound.is_empty() && !dir {
             return;
@@ -148,10 +130,7 @@ fn assert_cleaned_up(mode: &str, report: &Report) {
 
 /// Tell the helper to go on with its mode.
 fn release(child: &mut Child) -> anyhow::Result<()> {
-    let stdin = child
-        .stdin
-        .as_mut()
-        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    let stdin = child.stdin.as_mut().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
     stdin.write_all(b"go\n")?;
     stdin.flush()?;
     Ok(())
@@ -166,11 +145,7 @@ fn run_mode(mode: &str, expect_success: bool) -> anyhow::Result<()> {
     );
     release(&mut child)?;
     let status = child.wait()?;
-    assert_eq!(
-        status.success(),
-        expect_success,
-        "helper ({mode}) exit status {status}"
-    );
+    assert_eq!(status.success(), expect_success, "helper ({mode}) exit status {status}");
     assert_cleaned_up(mode, &report);
     Ok(())
 }
@@ -226,16 +201,10 @@ fn two_processes_at_once_do_not_collide_and_sigkill_leaves_nothing_behind() -> a
 
 #[tokio::test]
 async fn two_clusters_in_one_process_do_not_collide() -> anyhow::Result<()> {
-    let (a, b) = tokio::join!(
-        ControlPlane::builder().start(),
-        ControlPlane::builder().start()
-    );
+    let (a, b) = tokio::join!(ControlPlane::builder().start(), ControlPlane::builder().start());
     let (a, b) = (a?, b?);
     let (ra, rb) = (report(&a), report(&b));
-    assert!(
-        ra.ports.iter().all(|p| !rb.ports.contains(p)),
-        "{ra:?} {rb:?}"
-    );
+    assert!(ra.ports.iter().all(|p| !rb.ports.contains(p)), "{ra:?} {rb:?}");
     assert_ne!(ra.run_dir, rb.run_dir);
     for cluster in [&a, &b] {
         let version = cluster.client().await?.apiserver_version().await?;

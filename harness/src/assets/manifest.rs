@@ -106,13 +106,7 @@ fn stamp(entry: &Path) -> String {
     std::iter::once(MANIFEST)
         .chain(BINARIES)
         .map(|name| match std::fs::metadata(entry.join(name)) {
-            Ok(m) => format!(
-                "{name} {} {} {} {}\n",
-                m.len(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ino()
-            ),
+            Ok(m) => format!("{name} {} {} {} {}\n", m.len(), m.mtime(), m.mtime_nsec(), m.ino()),
             Err(_) => format!("{name} missing\n"),
         })
         .collect()
@@ -132,8 +126,7 @@ pub(crate) fn verify_cached(entry: &Path, version: &KubeVersion) -> Result<Manif
         ));
     }
     let current = stamp(entry);
-    if std::fs::read_to_string(entry.join(VERIFIED_STAMP)).is_ok_and(|recorded| recorded == current)
-    {
+    if std::fs::read_to_string(entry.join(VERIFIED_STAMP)).is_ok_and(|recorded| recorded == current) {
         return Ok(manifest);
     }
     for binary in BINARIES {
@@ -174,8 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_entry_verifies_and_a_changed_binary_does_not()
-    -> Result<(), Box<dyn std::error::Error>> {
+    fn a_complete_entry_verifies_and_a_changed_binary_does_not() -> Result<(), Box<dyn std::error::Error>> {
         let run = RunDir::create("manifest-test")?;
         let m = fake_entry(run.path())?;
         let v = KubeVersion::default();
@@ -194,14 +186,9 @@ mod tests {
         let other = KubeVersion::parse("1.36.3")?;
         assert!(verify_cached(run.path(), &other).is_err_and(|e| e.contains("1.36.3")));
         std::fs::remove_file(run.path().join("kubectl"))?;
-        assert!(
-            verify_cached(run.path(), &KubeVersion::default())
-                .is_err_and(|e| e.contains("kubectl"))
-        );
+        assert!(verify_cached(run.path(), &KubeVersion::default()).is_err_and(|e| e.contains("kubectl")));
         std::fs::remove_file(run.path().join(MANIFEST))?;
-        assert!(
-            verify_cached(run.path(), &KubeVersion::default()).is_err_and(|e| e.contains(MANIFEST))
-        );
+        assert!(verify_cached(run.path(), &KubeVersion::default()).is_err_and(|e| e.contains(MANIFEST)));
         Ok(())
     }
 }

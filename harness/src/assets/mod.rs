@@ -45,9 +45,7 @@ impl KubeVersion {
     pub fn parse(s: &str) -> Result<Self> {
         let invalid = || Error::InvalidVersion(s.to_owned());
         let trimmed = s.trim().trim_start_matches('v');
-        let mut parts = trimmed
-            .split('.')
-            .map(|p| p.parse::<u32>().map_err(|_| invalid()));
+        let mut parts = trimmed.split('.').map(|p| p.parse::<u32>().map_err(|_| invalid()));
         let version = Self {
             major: parts.next().ok_or_else(invalid)??,
             minor: parts.next().ok_or_else(invalid)??,
@@ -192,10 +190,7 @@ impl Resolver {
         if let Some(dir) = self.env.var("XDG_CACHE_HOME") {
             return PathBuf::from(dir).join("kube-harness");
         }
-        let home = self
-            .env
-            .var("HOME")
-            .map_or_else(std::env::temp_dir, PathBuf::from);
+        let home = self.env.var("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
         home.join(".cache").join("kube-harness")
     }
 
@@ -264,13 +259,7 @@ impl Resolver {
     /// [`Error::GoMissing`] without `go`, [`Error::Build`] when the build fails.
     pub fn go_binary(&self, module: &str, version: &str) -> Result<PathBuf> {
         let go = self.find_go();
-        gobin::go_binary(
-            go.as_deref(),
-            &self.cache_root(),
-            module,
-            version,
-            &self.version,
-        )
+        gobin::go_binary(go.as_deref(), &self.cache_root(), module, version, &self.version)
     }
 
     fn find_go(&self) -> Option<PathBuf> {
@@ -295,10 +284,7 @@ mod tests {
         let v = KubeVersion::parse("v1.36.3")?;
         assert_eq!(v.to_string(), "1.36.3");
         assert_eq!(v.staging_tag(), "v0.36.3");
-        assert_eq!(
-            KubeVersion::parse(DEFAULT_KUBERNETES_VERSION)?,
-            KubeVersion::default()
-        );
+        assert_eq!(KubeVersion::parse(DEFAULT_KUBERNETES_VERSION)?, KubeVersion::default());
         for bad in ["", "1.37", "1.x.2", "1.37.2.1", "latest"] {
             assert!(
                 matches!(KubeVersion::parse(bad), Err(Error::InvalidVersion(_))),
@@ -316,8 +302,7 @@ mod tests {
             _ => None,
         });
         assert_eq!(r.cache_entry(), PathBuf::from("/x/kube-harness/k8s-1.37.2"));
-        let r = Resolver::new(KubeVersion::default())
-            .with_env(|k: &str| (k == "HOME").then(|| "/h".to_owned()));
+        let r = Resolver::new(KubeVersion::default()).with_env(|k: &str| (k == "HOME").then(|| "/h".to_owned()));
         assert_eq!(r.cache_root(), PathBuf::from("/h/.cache/kube-harness"));
     }
 }

@@ -50,10 +50,7 @@ pub(crate) fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kube-harness: cannot start the async runtime: {e}");
@@ -83,10 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cluster.write_kubeconfig(path)?;
             }
             let shown = kubeconfig.as_deref().unwrap_or(cluster.kubeconfig_path());
-            println!(
-                "kube-harness: Kubernetes {version} is up at {}",
-                cluster.server_url()
-            );
+            println!("kube-harness: Kubernetes {version} is up at {}", cluster.server_url());
             println!("  export KUBECONFIG={}", shown.display());
             println!("  export PATH={}:$PATH", cluster.assets().dir().display());
             println!("  logs: {}", cluster.info().run_dir.display());
@@ -115,10 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn start(version: KubeVersion) -> anyhow::Result<Cluster> {
     eprintln!("kube-harness: starting Kubernetes {version} (etcd + kube-apiserver)");
-    let cluster = ControlPlane::builder()
-        .with_version(version)
-        .start()
-        .await?;
+    let cluster = ControlPlane::builder().with_version(version).start().await?;
     let t = cluster.timings();
     eprintln!(
         "kube-harness: ready in {:.2}s (binaries {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
@@ -130,10 +121,7 @@ async fn start(version: KubeVersion) -> anyhow::Result<Cluster> {
     Ok(cluster)
 }
 
-async fn run_command(
-    cluster: &Cluster,
-    command: &[String],
-) -> anyhow::Result<std::process::ExitStatus> {
+async fn run_command(cluster: &Cluster, command: &[String]) -> anyhow::Result<std::process::ExitStatus> {
     let (program, args) = command.split_first().context("no command given after --")?;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![cluster.assets().dir().to_owned()];

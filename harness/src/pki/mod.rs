@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 use crate::error::{Error, Result};
@@ -69,10 +69,7 @@ pub struct CertSpec {
 
 impl CertSpec {
     /// A client certificate for `user` in `groups`, as kube-apiserver reads it (CN, O).
-    pub fn client(
-        user: impl Into<String>,
-        groups: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Self {
+    pub fn client(user: impl Into<String>, groups: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             common_name: user.into(),
             organizations: groups.into_iter().map(Into::into).collect(),
@@ -89,10 +86,7 @@ impl CertSpec {
     ) -> Self {
         let dns_names: Vec<String> = dns_names.into_iter().map(Into::into).collect();
         Self {
-            common_name: dns_names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "localhost".into()),
+            common_name: dns_names.first().cloned().unwrap_or_else(|| "localhost".into()),
             dns_names,
             ips: ips.into_iter().collect(),
             server: true,
@@ -111,9 +105,7 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Ca").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -173,9 +165,7 @@ impl Ca {
             .distinguished_name
             .push(DnType::CommonName, spec.common_name.as_str());
         for org in &spec.organizations {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, org.as_str());
+            params.distinguished_name.push(DnType::OrganizationName, org.as_str());
         }
         for dns in &spec.dns_names {
             let name = dns.clone().try_into().map_err(pki_err(what.clone()))?;
@@ -184,19 +174,12 @@ impl Ca {
         params
             .subject_alt_names
             .extend(spec.ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         if spec.server {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
+            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         if spec.client {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ClientAuth);
+            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.use_authority_key_identifier_extension = true;
         let issuer = Issuer::from_params(&self.params, &self.key);
@@ -280,10 +263,8 @@ impl ClusterPki {
             ],
         ))?;
         let admin = client_ca.issue(&CertSpec::client(ADMIN_USER, ["system:masters"]))?;
-        let front_proxy_client = front_proxy_ca.issue(&CertSpec::client(
-            FRONT_PROXY_CLIENT_CN,
-            Vec::<String>::new(),
-        ))?;
+        let front_proxy_client =
+            front_proxy_ca.issue(&CertSpec::client(FRONT_PROXY_CLIENT_CN, Vec::<String>::new()))?;
         let sa = KeyPair::generate().map_err(pki_err("service-account signing key"))?;
         let pki = Self {
             sa_key_pem: sa.serialize_pem(),
@@ -308,14 +289,8 @@ impl ClusterPki {
             (files::FRONT_PROXY_CA, self.front_proxy_ca.cert_pem()),
             (files::APISERVER_CRT, &self.apiserver.cert_pem),
             (files::APISERVER_KEY, &self.apiserver.key_pem),
-            (
-                files::FRONT_PROXY_CLIENT_CRT,
-                &self.front_proxy_client.cert_pem,
-            ),
-            (
-                files::FRONT_PROXY_CLIENT_KEY,
-                &self.front_proxy_client.key_pem,
-            ),
+            (files::FRONT_PROXY_CLIENT_CRT, &self.front_proxy_client.cert_pem),
+            (files::FRONT_PROXY_CLIENT_KEY, &self.front_proxy_client.key_pem),
             (files::ADMIN_CRT, &self.admin.cert_pem),
             (files::ADMIN_KEY, &self.admin.key_pem),
             (files::SA_KEY, &self.sa_key_pem),
@@ -345,8 +320,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .map_err(Error::io("create directory", dir))?;
-    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(Error::io("chmod 0700", dir))
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(Error::io("chmod 0700", dir))
 }
 
 /// Write `content` to `path` with mode 0600, replacing what was there.
@@ -366,35 +340,25 @@ pub(crate) fn write_private(path: &Path, content: &[u8]) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Client`] if the PEM does not parse or rustls rejects it.
-pub fn rustls_client_config(
-    ca_pem: &str,
-    client: Option<&KeyedCert>,
-) -> Result<rustls::ClientConfig> {
+pub fn rustls_client_config(ca_pem: &str, client: Option<&KeyedCert>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let boxed = |e: &dyn std::fmt::Display| Error::Client(e.to_string().into());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.map_err(|e| boxed(&e))?)
-            .map_err(|e| boxed(&e))?;
+        roots.add(cert.map_err(|e| boxed(&e))?).map_err(|e| boxed(&e))?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| boxed(&e))?
-    .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| boxed(&e))?
+        .with_root_certificates(roots);
     let config = match client {
         Some(kc) => {
             let chain = CertificateDer::pem_slice_iter(kc.cert_pem.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| boxed(&e))?;
-            let key =
-                PrivateKeyDer::from_pem_slice(kc.key_pem.as_bytes()).map_err(|e| boxed(&e))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| boxed(&e))?
+            let key = PrivateKeyDer::from_pem_slice(kc.key_pem.as_bytes()).map_err(|e| boxed(&e))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| boxed(&e))?
         }
         None => builder.with_no_client_auth(),
     };
@@ -424,11 +388,7 @@ mod tests {
                 "{name}"
             );
         }
-        assert!(
-            pki.admin
-                .cert_pem
-                .starts_with("-----BEGIN CERTIFICATE-----")
-        );
+        assert!(pki.admin.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(pki.sa_key_pem.contains("PRIVATE KEY"));
         fs::remove_dir_all(&base)?;
         Ok(())

@@ -49,10 +49,7 @@ fn spawn_from_keeper(command: Command) -> std::io::Result<std::process::Child> {
                 }
             });
         if let Err(e) = spawned {
-            tracing::error!(
-                error = &e as &dyn std::error::Error,
-                "cannot start the spawner thread"
-            );
+            tracing::error!(error = &e as &dyn std::error::Error, "cannot start the spawner thread");
         }
         Mutex::new(tx)
     });
@@ -62,15 +59,11 @@ fn spawn_from_keeper(command: Command) -> std::io::Result<std::process::Child> {
         Err(poisoned) => poisoned.into_inner().send((command, reply_tx)).is_ok(),
     };
     if !sent {
-        return Err(std::io::Error::other(
-            "the kube-harness spawner thread is not running",
-        ));
+        return Err(std::io::Error::other("the kube-harness spawner thread is not running"));
     }
-    reply_rx.recv().unwrap_or_else(|_| {
-        Err(std::io::Error::other(
-            "the kube-harness spawner thread stopped",
-        ))
-    })
+    reply_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the kube-harness spawner thread stopped")))
 }
 
 /// Set up `command` so the child leads its own process group and is SIGKILLed when the
@@ -147,9 +140,7 @@ impl Child {
             .append(true)
             .open(&spec.log)
             .map_err(Error::io("create log file", &spec.log))?;
-        let log_err = log
-            .try_clone()
-            .map_err(Error::io("duplicate log handle", &spec.log))?;
+        let log_err = log.try_clone().map_err(Error::io("duplicate log handle", &spec.log))?;
         let mut command = Command::new(&spec.program);
         command
             .args(&spec.args)
@@ -196,15 +187,9 @@ impl Child {
 
     /// The exit status if it has exited, without blocking.
     pub fn try_exit(&self) -> Option<ExitStatus> {
-        let mut exit = self
-            .exit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut exit = self.exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if exit.is_none() {
-            let mut child = self
-                .inner
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut child = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             *exit = child.try_wait().ok().flatten();
         }
         *exit
@@ -249,15 +234,9 @@ impl Child {
             "did not stop after SIGTERM; sending SIGKILL"
         );
         let _ = killpg(self.pgid(), Signal::SIGKILL);
-        let mut child = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut child = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Ok(status) = child.wait() {
-            *self
-                .exit
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
+            *self.exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
         }
     }
 
@@ -290,8 +269,7 @@ pub fn live_group_members(pgid: u32) -> Vec<u32> {
                 return false;
             };
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.first().is_some_and(|s| *s != "Z")
-                && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+            fields.first().is_some_and(|s| *s != "Z") && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
         })
         .collect()
 }
@@ -388,10 +366,7 @@ mod tests {
         assert!(child.try_exit().is_some());
         // The whole group is gone: signalling it fails with ESRCH.
         std::thread::sleep(Duration::from_millis(50));
-        assert!(
-            killpg(child.pgid(), None).is_err(),
-            "process group still alive"
-        );
+        assert!(killpg(child.pgid(), None).is_err(), "process group still alive");
         Ok(())
     }
 }

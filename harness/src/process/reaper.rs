@@ -49,9 +49,7 @@ pub(crate) fn register(dir: &Path) -> bool {
     let Some(stdin) = reaper_stdin() else {
         return false;
     };
-    let mut stdin = stdin
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut stdin = stdin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     stdin
         .write_all(bytes)
         .and_then(|()| stdin.write_all(b"\n"))

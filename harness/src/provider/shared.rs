@@ -40,7 +40,5 @@ pub async fn shared() -> Result<&'static Cluster> {
             }
         })
         .await;
-    started
-        .as_ref()
-        .map_err(|message| Error::SharedStart(message.clone()))
+    started.as_ref().map_err(|message| Error::SharedStart(message.clone()))
 }

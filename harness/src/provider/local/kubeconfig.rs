@@ -4,9 +4,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kube::config::{
-    AuthInfo, Cluster as KcCluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
-};
+use kube::config::{AuthInfo, Cluster as KcCluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 
 use crate::error::{Error, Result};
 use crate::pki::{KeyedCert, write_private};
@@ -73,9 +71,8 @@ pub(crate) fn write(config: &Kubeconfig, path: &Path) -> Result<()> {
 
 /// Build a kube client from a kubeconfig.
 pub(crate) async fn client(config: Kubeconfig) -> Result<kube::Client> {
-    let config =
-        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| Error::Client(Box::new(e)))?;
+    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Client(Box::new(e)))?;
     kube::Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))
 }

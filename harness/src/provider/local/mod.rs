@@ -148,9 +148,7 @@ impl ControlPlane {
         let (pki, pki_time) = pki_task
             .instrument(tracing::info_span!("pki"))
             .await
-            .map_err(|e| {
-                Error::Client(format!("certificate generation task failed: {e}").into())
-            })??;
+            .map_err(|e| Error::Client(format!("certificate generation task failed: {e}").into()))??;
         timings.pki = pki_time;
 
         let apiserver_started = Instant::now();
@@ -361,11 +359,7 @@ impl Cluster {
     ///
     /// # Errors
     /// [`Error::Pki`], [`Error::Client`].
-    pub async fn user(
-        &self,
-        name: &str,
-        groups: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Result<kube::Client> {
+    pub async fn user(&self, name: &str, groups: impl IntoIterator<Item = impl Into<String>>) -> Result<kube::Client> {
         kubeconfig::client(self.user_kubeconfig(name, groups)?).await
     }
 

@@ -55,11 +55,7 @@ where
     })
 }
 
-pub(super) async fn start_etcd(
-    assets: &Assets,
-    run_dir: &Path,
-    timeout: Duration,
-) -> Result<Started> {
+pub(super) async fn start_etcd(assets: &Assets, run_dir: &Path, timeout: Duration) -> Result<Started> {
     let probe_client = reqwest::Client::builder()
         .tls_backend_preconfigured(crate::pki::rustls_client_config("", None)?)
         .timeout(Duration::from_secs(2))
@@ -164,10 +160,7 @@ pub(super) async fn start_apiserver(
                 ("requestheader-allowed-names", FRONT_PROXY_CLIENT_CN.into()),
                 ("requestheader-username-headers", "X-Remote-User".into()),
                 ("requestheader-group-headers", "X-Remote-Group".into()),
-                (
-                    "requestheader-extra-headers-prefix",
-                    "X-Remote-Extra-".into(),
-                ),
+                ("requestheader-extra-headers-prefix", "X-Remote-Extra-".into()),
                 ("proxy-client-cert-file", p(files::FRONT_PROXY_CLIENT_CRT)),
                 ("proxy-client-key-file", p(files::FRONT_PROXY_CLIENT_KEY)),
                 ("profiling", "false".into()),
@@ -193,10 +186,7 @@ pub(super) async fn start_apiserver(
                     if status.is_success() {
                         Ok(())
                     } else {
-                        Err(format!(
-                            "/readyz {status}: {}",
-                            resp.text().await.unwrap_or_default()
-                        ))
+                        Err(format!("/readyz {status}: {}", resp.text().await.unwrap_or_default()))
                     }
                 }
             })
