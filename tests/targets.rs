@@ -69,3 +69,47 @@ async fn wardle_comes_up_behind_the_aggregator_and_goes_away(
     }
     Ok(())
 }
+
+#[rstest]
+#[tokio::test]
+async fn requests_comes_up_behind_the_aggregator_and_serves_its_sample(
+    #[future] cluster: &'static Cluster,
+) -> anyhow::Result<()> {
+    let cluster = cluster.await;
+    let target = Target::load(target_dir("requests"))?;
+    let running = cluster.up_target(&target).await?;
+    println!("requests timings: {:?}", running.timings());
+    let client = cluster.client().await?;
+
+    let svc = Api::<APIService>::all(client.clone())
+        .get("v1beta1.k8s.wujiuye.com")
+        .await?;
+    let (status, reason, _) = available_condition(&svc).unwrap_or_default();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Passed"));
+
+    let resources = client
+        .request_text(http::Request::get("/apis/k8s.wujiuye.com/v1beta1").body(Vec::new())?)
+        .await?;
+    let resources: serde_json::Value = serde_json::from_str(&resources)?;
+    insta::assert_yaml_snapshot!("requests_v1beta1_resources", resources);
+
+    // The sample object was applied through the aggregator; kubectl reads it back.
+    let out = std::process::Command::new(cluster.assets().kubectl())
+        .args([
+            "get",
+            "requests.v1beta1.k8s.wujiuye.com",
+            "-A",
+            "-o",
+            "jsonpath={.items[*].resources}",
+        ])
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .output()?;
+    assert!(out.status.success(), "kubectl get requests: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        r#"{"cpu":"100m","memory":"100Mi"}"#
+    );
+
+    running.down(cluster).await?;
+    Ok(())
+}

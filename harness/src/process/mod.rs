@@ -364,9 +364,13 @@ mod tests {
         assert!(child.try_exit().is_none());
         child.stop(Duration::from_secs(2));
         assert!(child.try_exit().is_some());
-        // The whole group is gone: signalling it fails with ESRCH.
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(killpg(child.pgid(), None).is_err(), "process group still alive");
+        // The whole group is gone, the background `sleep` too (zombies waiting for init to
+        // collect them do not count: they have exited).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !live_group_members(child.pid()).is_empty() {
+            assert!(Instant::now() < deadline, "process group still alive: {:?}", live_group_members(child.pid()));
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     }
 }
