@@ -113,3 +113,47 @@ async fn requests_comes_up_behind_the_aggregator_and_serves_its_sample(
     running.down(cluster).await?;
     Ok(())
 }
+
+#[rstest]
+#[tokio::test]
+async fn samples_crd_is_established_and_its_controller_reconciles(
+    #[future] cluster: &'static Cluster,
+) -> anyhow::Result<()> {
+    use kube::api::DynamicObject;
+    use kube::core::{ApiResource, GroupVersionKind};
+    use kube::runtime::wait::await_condition;
+
+    let cluster = cluster.await;
+    let target = Target::load(target_dir("samples"))?;
+    let running = cluster.up_target(&target).await?;
+    let client = cluster.client().await?;
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1alpha1", "Sample"), "samples");
+    let samples: Api<DynamicObject> = Api::namespaced_with(client, "default", &resource);
+    let reconciled = |obj: Option<&DynamicObject>| {
+        obj.and_then(|o| o.metadata.annotations.as_ref())
+            .is_some_and(|a| a.contains_key("samples.example.com/reconciled-test-string"))
+    };
+    let sample = tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(samples, "first-sample", reconciled),
+    )
+    .await??
+    .ok_or_else(|| anyhow::anyhow!("first-sample disappeared"))?;
+    insta::assert_yaml_snapshot!("samples_reconciled_object", sample, {
+        ".metadata.uid" => "[uid]",
+        ".metadata.resourceVersion" => "[resourceVersion]",
+        ".metadata.creationTimestamp" => "[timestamp]",
+        ".metadata.managedFields" => "[managedFields]",
+    });
+    let backend_pid = running
+        .backend()
+        .map(|b| b.pid())
+        .ok_or_else(|| anyhow::anyhow!("no backend"))?;
+    running.down(cluster).await?;
+    assert!(
+        kube_harness::process::live_group_members(backend_pid).is_empty(),
+        "controller still running"
+    );
+    Ok(())
+}

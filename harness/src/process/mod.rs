@@ -368,7 +368,11 @@ mod tests {
         // collect them do not count: they have exited).
         let deadline = Instant::now() + Duration::from_secs(5);
         while !live_group_members(child.pid()).is_empty() {
-            assert!(Instant::now() < deadline, "process group still alive: {:?}", live_group_members(child.pid()));
+            assert!(
+                Instant::now() < deadline,
+                "process group still alive: {:?}",
+                live_group_members(child.pid())
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
