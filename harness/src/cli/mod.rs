@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube_harness::assets::{KubeVersion, Resolver};
+use kube_harness::fixtures::{RunningTarget, Target};
 use kube_harness::{Cluster, ControlPlane};
 
 #[derive(Debug, Parser)]
@@ -29,10 +30,17 @@ enum Command {
         /// Also write the admin kubeconfig here.
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+        /// A target directory to bring up (backend started, objects applied, APIServices
+        /// Available) before the cluster is handed over. Repeatable.
+        #[arg(long = "fixtures", value_name = "DIR")]
+        fixtures: Vec<PathBuf>,
     },
     /// Start a control plane, run a command with KUBECONFIG set and the binaries on PATH,
     /// stop, and exit with the command's status.
     Exec {
+        /// A target directory to bring up before the command runs. Repeatable.
+        #[arg(long = "fixtures", value_name = "DIR")]
+        fixtures: Vec<PathBuf>,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -74,8 +82,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", assets.dir().display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { kubeconfig } => {
+        Command::Up { kubeconfig, fixtures } => {
+            let loaded = load_targets(&fixtures)?;
             let cluster = start(version).await?;
+            let targets = up_targets(&cluster, &loaded).await?;
             if let Some(path) = &kubeconfig {
                 cluster.write_kubeconfig(path)?;
             }
@@ -87,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Press Ctrl-C to stop.");
             wait_for_shutdown_signal().await?;
             eprintln!("kube-harness: stopping");
+            down_targets(&cluster, targets).await;
             let written = kubeconfig.clone();
             cluster.stop();
             if let Some(path) = written {
@@ -94,9 +105,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Exec { command } => {
+        Command::Exec { fixtures, command } => {
+            let loaded = load_targets(&fixtures)?;
             let cluster = start(version).await?;
+            let targets = up_targets(&cluster, &loaded).await?;
             let status = run_command(&cluster, &command).await;
+            down_targets(&cluster, targets).await;
             cluster.stop();
             let status = status?;
             Ok(status
@@ -119,6 +133,38 @@ async fn start(version: KubeVersion) -> anyhow::Result<Cluster> {
         t.apiserver.as_secs_f64()
     );
     Ok(cluster)
+}
+
+/// Load and check every target directory before anything starts, so a typo costs no cluster.
+fn load_targets(dirs: &[PathBuf]) -> anyhow::Result<Vec<Target>> {
+    Ok(dirs.iter().map(Target::load).collect::<Result<Vec<_>, _>>()?)
+}
+
+async fn up_targets(cluster: &Cluster, loaded: &[Target]) -> anyhow::Result<Vec<RunningTarget>> {
+    let mut running = Vec::new();
+    for target in loaded {
+        eprintln!("kube-harness: bringing up target {} ({})", target.name, target.dir.display());
+        match cluster.up_target(target).await {
+            Ok(r) => {
+                eprintln!("kube-harness: target {} is up in {:.2}s", target.name, r.timings().total.as_secs_f64());
+                running.push(r);
+            }
+            Err(e) => {
+                down_targets(cluster, running).await;
+                return Err(anyhow::Error::new(e).context(format!("target {}", target.name)));
+            }
+        }
+    }
+    Ok(running)
+}
+
+async fn down_targets(cluster: &Cluster, targets: Vec<RunningTarget>) {
+    for target in targets.into_iter().rev() {
+        let name = target.name().to_owned();
+        if let Err(e) = target.down(cluster).await {
+            eprintln!("kube-harness: tearing down target {name}: {e}");
+        }
+    }
 }
 
 async fn run_command(cluster: &Cluster, command: &[String]) -> anyhow::Result<std::process::ExitStatus> {
