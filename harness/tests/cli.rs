@@ -99,22 +99,39 @@ fn up_serves_until_sigint_and_then_cleans_up() -> anyhow::Result<()> {
 fn exec_with_fixtures_serves_the_aggregated_group_to_kubectl() -> anyhow::Result<()> {
     let wardle = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/targets/wardle");
     let out = Command::new(BIN)
-        .args(["exec", "--fixtures", wardle, "--", "kubectl", "get", "--raw", "/apis/wardle.example.com/v1alpha1"])
+        .args([
+            "exec",
+            "--fixtures",
+            wardle,
+            "--",
+            "kubectl",
+            "get",
+            "--raw",
+            "/apis/wardle.example.com/v1alpha1",
+        ])
         .output()?;
     assert!(out.status.success(), "{out:?}");
     let body: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(body["groupVersion"], "wardle.example.com/v1alpha1");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("target wardle is up"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("target wardle is up"),
+        "{out:?}"
+    );
     Ok(())
 }
 
 #[test]
 fn exec_with_a_malformed_fixture_fails_before_starting_anything() -> anyhow::Result<()> {
     let bad = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/bad-fixtures/missing-kind");
-    let out = Command::new(BIN).args(["exec", "--fixtures", bad, "--", "true"]).output()?;
+    let out = Command::new(BIN)
+        .args(["exec", "--fixtures", bad, "--", "true"])
+        .output()?;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("objects.yaml (document 1): missing `kind`"), "{err}");
-    assert!(!err.contains("starting Kubernetes"), "a cluster was started for a malformed fixture: {err}");
+    assert!(
+        !err.contains("starting Kubernetes"),
+        "a cluster was started for a malformed fixture: {err}"
+    );
     Ok(())
 }

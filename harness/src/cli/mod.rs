@@ -143,10 +143,18 @@ fn load_targets(dirs: &[PathBuf]) -> anyhow::Result<Vec<Target>> {
 async fn up_targets(cluster: &Cluster, loaded: &[Target]) -> anyhow::Result<Vec<RunningTarget>> {
     let mut running = Vec::new();
     for target in loaded {
-        eprintln!("kube-harness: bringing up target {} ({})", target.name, target.dir.display());
+        eprintln!(
+            "kube-harness: bringing up target {} ({})",
+            target.name,
+            target.dir.display()
+        );
         match cluster.up_target(target).await {
             Ok(r) => {
-                eprintln!("kube-harness: target {} is up in {:.2}s", target.name, r.timings().total.as_secs_f64());
+                eprintln!(
+                    "kube-harness: target {} is up in {:.2}s",
+                    target.name,
+                    r.timings().total.as_secs_f64()
+                );
                 running.push(r);
             }
             Err(e) => {

@@ -321,6 +321,41 @@ where
     }
 }
 
+/// A short-timeout HTTP client for readiness probes that trusts `ca_pem` (nothing, for plain
+/// HTTP) and authenticates with `cert` if given.
+pub(crate) fn probe_client(ca_pem: &str, cert: Option<&crate::pki::KeyedCert>) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::pki::rustls_client_config(ca_pem, cert)?)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| Error::Client(Box::new(e)))
+}
+
+/// [`wait_ready`] with an HTTP GET of `url`: ready on a 2xx whose body contains `expect`
+/// (if given).
+pub(crate) async fn wait_http_ready(
+    child: &Child,
+    timeout: Duration,
+    client: &reqwest::Client,
+    url: &str,
+    expect: Option<&str>,
+) -> Result<()> {
+    wait_ready(child, timeout, || {
+        let req = client.get(url);
+        async move {
+            let resp = req.send().await.map_err(|e| format!("GET {url}: {e:?}"))?;
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            if status.is_success() && expect.is_none_or(|e| body.contains(e)) {
+                Ok(())
+            } else {
+                Err(format!("GET {url}: {status}: {body}"))
+            }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

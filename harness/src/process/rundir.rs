@@ -41,7 +41,9 @@ impl RunDir {
             std::fs::remove_dir_all(&path).map_err(Error::io("remove stale directory", &path))?;
         }
         create_private_dir(&path)?;
-        super::reaper::register(&path);
+        if !keep_requested() {
+            super::reaper::register(&path);
+        }
         Ok(Self { path, keep: false })
     }
 
@@ -50,8 +52,8 @@ impl RunDir {
         &self.path
     }
 
-    /// Keep the directory after drop (for debugging); the reaper still removes it at exit
-    /// unless `KUBE_HARNESS_KEEP=1` was set before it was created.
+    /// Keep the directory after drop (for debugging); the cleanup watcher still removes it
+    /// when the process ends, unless `KUBE_HARNESS_KEEP=1` was set when it was created.
     pub fn keep(&mut self) {
         self.keep = true;
     }
@@ -59,7 +61,7 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        if self.keep || std::env::var_os("KUBE_HARNESS_KEEP").is_some_and(|v| v == "1") {
+        if self.keep || keep_requested() {
             return;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path)
@@ -68,6 +70,11 @@ impl Drop for RunDir {
             tracing::warn!(path = ?self.path, error = &e as &dyn std::error::Error, "could not remove run directory");
         }
     }
+}
+
+/// `KUBE_HARNESS_KEEP=1`: keep run directories for debugging (also after the process ends).
+fn keep_requested() -> bool {
+    std::env::var_os("KUBE_HARNESS_KEEP").is_some_and(|v| v == "1")
 }
 
 /// Remove directories whose owner process (the pid in the name) is gone.

@@ -9,7 +9,7 @@ use super::flags;
 use crate::assets::Assets;
 use crate::error::{Error, Result};
 use crate::pki::{ClusterPki, FRONT_PROXY_CLIENT_CN, files};
-use crate::process::{Child, ChildSpec, free_port, wait_ready};
+use crate::process::{Child, ChildSpec, free_port, probe_client, wait_http_ready};
 
 const PORT_ATTEMPTS: u32 = 4;
 
@@ -56,11 +56,7 @@ where
 }
 
 pub(super) async fn start_etcd(assets: &Assets, run_dir: &Path, timeout: Duration) -> Result<Started> {
-    let probe_client = reqwest::Client::builder()
-        .tls_backend_preconfigured(crate::pki::rustls_client_config("", None)?)
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| Error::Client(Box::new(e)))?;
+    let probe_client = probe_client("", None)?;
     with_port_retries("etcd", |attempt| {
         let probe_client = probe_client.clone();
         async move {
@@ -87,20 +83,13 @@ pub(super) async fn start_etcd(assets: &Assets, run_dir: &Path, timeout: Duratio
                 log: run_dir.join("etcd.log"),
                 cwd: Some(run_dir.to_owned()),
             })?;
-            let health = format!("{url}/health");
-            wait_ready(&child, timeout, || {
-                let req = probe_client.get(&health);
-                async move {
-                    let resp = req.send().await.map_err(|e| e.to_string())?;
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    if status.is_success() && body.contains("\"health\":\"true\"") {
-                        Ok(())
-                    } else {
-                        Err(format!("{status}: {body}"))
-                    }
-                }
-            })
+            wait_http_ready(
+                &child,
+                timeout,
+                &probe_client,
+                &format!("{url}/health"),
+                Some("\"health\":\"true\""),
+            )
             .await?;
             Ok(Started {
                 child,
@@ -120,14 +109,7 @@ pub(super) async fn start_apiserver(
     extra: &[(String, String)],
     timeout: Duration,
 ) -> Result<Started> {
-    let probe_client = reqwest::Client::builder()
-        .tls_backend_preconfigured(crate::pki::rustls_client_config(
-            pki.serving_ca.cert_pem(),
-            Some(&pki.admin),
-        )?)
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| Error::Client(Box::new(e)))?;
+    let probe_client = probe_client(pki.serving_ca.cert_pem(), Some(&pki.admin))?;
     let p = |name: &str| pki.path(name).to_string_lossy().into_owned();
     with_port_retries("kube-apiserver", |_attempt| {
         let probe_client = probe_client.clone();
@@ -177,20 +159,7 @@ pub(super) async fn start_apiserver(
                 log: run_dir.join("kube-apiserver.log"),
                 cwd: Some(run_dir.to_owned()),
             })?;
-            let readyz = format!("{url}/readyz");
-            wait_ready(&child, timeout, || {
-                let req = probe_client.get(&readyz);
-                async move {
-                    let resp = req.send().await.map_err(|e| e.to_string())?;
-                    let status = resp.status();
-                    if status.is_success() {
-                        Ok(())
-                    } else {
-                        Err(format!("/readyz {status}: {}", resp.text().await.unwrap_or_default()))
-                    }
-                }
-            })
-            .await?;
+            wait_http_ready(&child, timeout, &probe_client, &format!("{url}/readyz"), None).await?;
             Ok(Started { child, url, port })
         }
     })
