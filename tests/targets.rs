@@ -157,3 +157,42 @@ async fn samples_crd_is_established_and_its_controller_reconciles(
     );
     Ok(())
 }
+
+/// Applying a target that fails part-way reports the file and object, and removes what it had
+/// already applied, so the shared cluster stays clean for other tests.
+#[rstest]
+#[case::unknown_kind("unknown-kind", "before-the-widget")]
+#[case::backend_exits("backend-exits", "backend-exits-config")]
+#[tokio::test]
+async fn a_failed_bring_up_is_reported_and_rolled_back(
+    #[future] cluster: &'static Cluster,
+    #[case] case: &str,
+    #[case] applied_first: &str,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cluster = cluster.await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/apply-fixtures")
+        .join(case);
+    let target = Target::load(&dir)?;
+    let err = cluster
+        .up_target(&target)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("{case} came up"))?;
+    let message = err
+        .to_string()
+        .replace(&format!("{}/", dir.display()), "")
+        .replace(&cluster.info().run_dir.display().to_string(), "[run-dir]");
+    // What discovery itself answered is upstream's wording; keep ours.
+    let shown = message.split(" (discovery said:").next().unwrap_or_default().to_owned();
+    insta::with_settings!({ snapshot_suffix => case }, {
+        insta::assert_snapshot!("failed_bring_up", shown);
+    });
+    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client().await?, "default");
+    assert!(
+        configmaps.get_opt(applied_first).await?.is_none(),
+        "{applied_first} was left behind"
+    );
+    Ok(())
+}
