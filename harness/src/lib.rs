@@ -38,6 +38,7 @@ pub mod fixtures;
 pub mod pki;
 pub mod process;
 pub mod provider;
+pub mod snapshot;
 
 #[doc(inline)]
 pub use error::{Error, Result};

@@ -363,6 +363,36 @@ impl Cluster {
         kubeconfig::client(self.user_kubeconfig(name, groups)?).await
     }
 
+    /// A client that authenticates with a bearer token (a ServiceAccount token from
+    /// TokenRequest, say).
+    ///
+    /// # Errors
+    /// [`Error::Client`].
+    pub async fn token_client(&self, token: &str) -> Result<kube::Client> {
+        kubeconfig::client(self.token_kubeconfig(token)).await
+    }
+
+    /// A client that authenticates as the admin and impersonates `user` in `groups`
+    /// (`Impersonate-User` / `Impersonate-Group`), as `kubectl --as` does.
+    ///
+    /// # Errors
+    /// [`Error::Client`].
+    pub async fn impersonating(
+        &self,
+        user: &str,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<kube::Client> {
+        let groups: Vec<String> = groups.into_iter().map(Into::into).collect();
+        let mut config = self.admin_kubeconfig.clone();
+        for named in &mut config.auth_infos {
+            if let Some(auth) = named.auth_info.as_mut() {
+                auth.impersonate = Some(user.to_owned());
+                auth.impersonate_groups = Some(groups.clone());
+            }
+        }
+        kubeconfig::client(config).await
+    }
+
     /// Write the admin kubeconfig to `path` as well (mode 0600).
     ///
     /// # Errors
