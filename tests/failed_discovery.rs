@@ -56,7 +56,13 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
         .and_then(|s| s.ca_bundle)
         .ok_or_else(|| anyhow::anyhow!("no caBundle"))?;
 
-    for fault in [Fault::NoDiscovery, Fault::PlainHttp, Fault::WrongCertName, Fault::WrongCaBundle, Fault::BackendDown] {
+    for fault in [
+        Fault::NoDiscovery,
+        Fault::PlainHttp,
+        Fault::WrongCertName,
+        Fault::WrongCaBundle,
+        Fault::BackendDown,
+    ] {
         let name = format!("{fault:?}");
         // Inject.
         match fault {
@@ -76,7 +82,9 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
                 let other = Ca::new("some-other-ca")?;
                 let bundle = base64::engine::general_purpose::STANDARD.encode(other.cert_pem());
                 let patch = serde_json::json!({"spec": {"caBundle": bundle}});
-                apiservices.patch(APISERVICE, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                apiservices
+                    .patch(APISERVICE, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
             }
             Fault::BackendDown => running.stop_backend(),
         }
@@ -87,7 +95,8 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
         // A check that ran in the instant between stopping the healthy backend and starting
         // the faulty one saw "connection refused"; ask again until the fault itself shows.
         let settle = Instant::now() + Duration::from_secs(10);
-        while !matches!(fault, Fault::BackendDown) && message.contains("connection refused") && Instant::now() < settle {
+        while !matches!(fault, Fault::BackendDown) && message.contains("connection refused") && Instant::now() < settle
+        {
             nudge_apiservice(&client, APISERVICE).await?;
             tokio::time::sleep(Duration::from_millis(100)).await;
             (available, reason, message) =
@@ -100,7 +109,10 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
         // Once it has, every request gets the steady 503 "service unavailable".
         let steady = Instant::now() + Duration::from_secs(10);
         let (client_status, client_body) = loop {
-            let resp = admin_http.get(format!("{}{GROUP_PATH}", cluster.server_url())).send().await?;
+            let resp = admin_http
+                .get(format!("{}{GROUP_PATH}", cluster.server_url()))
+                .send()
+                .await?;
             let status = resp.status().as_u16();
             let body = resp.text().await?.trim().to_owned();
             if body == "service unavailable" || Instant::now() > steady {
@@ -122,13 +134,18 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
         // The rest of the API is unaffected.
         Api::<Namespace>::all(client.clone()).get("default").await?;
         let groups = client.list_api_groups().await?;
-        assert!(groups.groups.iter().any(|g| g.name == "apps"), "core groups missing from /apis");
+        assert!(
+            groups.groups.iter().any(|g| g.name == "apps"),
+            "core groups missing from /apis"
+        );
 
         // Fix and recover.
         match fault {
             Fault::WrongCaBundle => {
                 let patch = serde_json::json!({"spec": {"caBundle": good_bundle}});
-                apiservices.patch(APISERVICE, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                apiservices
+                    .patch(APISERVICE, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
             }
             _ => running.restart_backend(&[]).await?,
         }
@@ -164,6 +181,8 @@ async fn an_apiservice_whose_service_is_missing_reports_service_not_found() -> a
     let (available, reason, message) =
         wait_apiservice_status(&client, "v1.missing.example.com", "False", Duration::from_secs(30)).await?;
     insta::assert_yaml_snapshot!("service_not_found", (available, reason, message));
-    apiservices.delete("v1.missing.example.com", &Default::default()).await?;
+    apiservices
+        .delete("v1.missing.example.com", &Default::default())
+        .await?;
     Ok(())
 }

@@ -26,7 +26,10 @@ fn resources() -> Vec<(&'static str, ApiResource)> {
     vec![
         ("core/pods", ar("", "v1", "Pod", "pods")),
         ("crd/samples", ar("example.com", "v1alpha1", "Sample", "samples")),
-        ("aggregated/requests", ar("k8s.wujiuye.com", "v1beta1", "Requests", "requests")),
+        (
+            "aggregated/requests",
+            ar("k8s.wujiuye.com", "v1beta1", "Requests", "requests"),
+        ),
     ]
 }
 
@@ -40,7 +43,10 @@ fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
 
 /// `code reason: message` of a list attempt.
 async fn attempt(client: &Client, ns: &str, ar: &ApiResource) -> (u16, String) {
-    match Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar).list(&ListParams::default()).await {
+    match Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar)
+        .list(&ListParams::default())
+        .await
+    {
         Ok(_) => (200, "OK".to_owned()),
         Err(kube::Error::Api(s)) => (s.code, format!("{}: {}", s.reason, s.message)),
         Err(e) => (0, format!("transport error: {e}")),
@@ -56,17 +62,35 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
     let admin = cluster.client().await?;
     for ns in [BOUND_NS, OTHER_NS] {
         Api::<Namespace>::all(admin.clone())
-            .create(&PostParams::default(), &Namespace { metadata: meta(ns, None), ..Default::default() })
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: meta(ns, None),
+                    ..Default::default()
+                },
+            )
             .await?;
     }
     let sas = Api::<ServiceAccount>::namespaced(admin.clone(), BOUND_NS);
-    sas.create(&PostParams::default(), &ServiceAccount { metadata: meta("robot", None), ..Default::default() })
-        .await?;
+    sas.create(
+        &PostParams::default(),
+        &ServiceAccount {
+            metadata: meta("robot", None),
+            ..Default::default()
+        },
+    )
+    .await?;
     let token = sas
         .create_token_request(
             "robot",
             &PostParams::default(),
-            &TokenRequest { spec: Some(TokenRequestSpec { expiration_seconds: Some(600), ..Default::default() }), ..Default::default() },
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         )
         .await?
         .status
@@ -98,7 +122,9 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
             ..Default::default()
         }]),
     };
-    Api::<Role>::namespaced(admin.clone(), BOUND_NS).create(&PostParams::default(), &role).await?;
+    Api::<Role>::namespaced(admin.clone(), BOUND_NS)
+        .create(&PostParams::default(), &role)
+        .await?;
     let subject = |kind: &str, name: &str| Subject {
         kind: kind.to_owned(),
         name: name.to_owned(),
@@ -107,10 +133,20 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
     };
     let binding = RoleBinding {
         metadata: meta("reader", Some(BOUND_NS)),
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: "reader".into() },
-        subjects: Some(vec![subject("User", "carol"), subject("ServiceAccount", "robot"), subject("User", "dave")]),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "reader".into(),
+        },
+        subjects: Some(vec![
+            subject("User", "carol"),
+            subject("ServiceAccount", "robot"),
+            subject("User", "dave"),
+        ]),
     };
-    Api::<RoleBinding>::namespaced(admin.clone(), BOUND_NS).create(&PostParams::default(), &binding).await?;
+    Api::<RoleBinding>::namespaced(admin.clone(), BOUND_NS)
+        .create(&PostParams::default(), &binding)
+        .await?;
 
     for (who, client) in &identities {
         for (what, ar) in resources() {
@@ -121,7 +157,10 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
                 if code == 200 {
                     break;
                 }
-                assert!(code == 403 && Instant::now() < deadline, "{who} {what} after binding: {code} {text}");
+                assert!(
+                    code == 403 && Instant::now() < deadline,
+                    "{who} {what} after binding: {code} {text}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let (code, text) = attempt(client, OTHER_NS, &ar).await;

@@ -36,7 +36,9 @@ mod tests {
     #[test]
     fn loopback_ports_are_redacted_and_nothing_else() {
         assert_eq!(
-            redact_ports("from https://localhost:40123/apis/g/v: dial tcp 127.0.0.1:40123: refused; [::1]:5 x:9 localhost:"),
+            redact_ports(
+                "from https://localhost:40123/apis/g/v: dial tcp 127.0.0.1:40123: refused; [::1]:5 x:9 localhost:"
+            ),
             "from https://localhost:[port]/apis/g/v: dial tcp 127.0.0.1:[port]: refused; [::1]:[port] x:9 localhost:"
         );
     }
