@@ -1,7 +1,8 @@
 //! The RBAC 403 matrix: three ways to be someone — a client certificate, a ServiceAccount
 //! token from TokenRequest, and impersonation — against a core resource (pods), a CRD
-//! (samples.example.com) and an aggregated resource (requests.k8s.wujiuye.com, authorized by
-//! our server through SubjectAccessReview). Unbound, each gets a 403 whose `Status` is
+//! (samples.example.com) and the aggregated resources (requests.k8s.wujiuye.com, authorized by
+//! our server through SubjectAccessReview; flunders.wardle.example.com, by upstream
+//! sample-apiserver's delegated authorization). Unbound, each gets a 403 whose `Status` is
 //! snapshotted; after a namespaced Role and RoleBinding (get, list, watch) each gets 200 in
 //! that namespace and still 403 in another.
 //!
@@ -29,6 +30,10 @@ fn resources() -> Vec<(&'static str, ApiResource)> {
         (
             "aggregated/requests",
             ar("k8s.wujiuye.com", "v1beta1", "Requests", "requests"),
+        ),
+        (
+            "aggregated/flunders",
+            ar("wardle.example.com", "v1alpha1", "Flunder", "flunders"),
         ),
     ]
 }
@@ -59,6 +64,7 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/targets");
     let requests = cluster.up_target(&Target::load(root.join("requests"))?).await?;
     let samples = cluster.up_target(&Target::load(root.join("samples"))?).await?;
+    let wardle = cluster.up_target(&Target::load(root.join("wardle"))?).await?;
     let admin = cluster.client().await?;
     for ns in [BOUND_NS, OTHER_NS] {
         Api::<Namespace>::all(admin.clone())
@@ -116,8 +122,18 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
     let role = Role {
         metadata: meta("reader", Some(BOUND_NS)),
         rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new(), "example.com".into(), "k8s.wujiuye.com".into()]),
-            resources: Some(vec!["pods".into(), "samples".into(), "requests".into()]),
+            api_groups: Some(vec![
+                String::new(),
+                "example.com".into(),
+                "k8s.wujiuye.com".into(),
+                "wardle.example.com".into(),
+            ]),
+            resources: Some(vec![
+                "pods".into(),
+                "samples".into(),
+                "requests".into(),
+                "flunders".into(),
+            ]),
             verbs: vec!["get".into(), "list".into(), "watch".into()],
             ..Default::default()
         }]),
@@ -167,6 +183,7 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
             assert_eq!(code, 403, "{who} {what} in {OTHER_NS} (not bound there): {text}");
         }
     }
+    wardle.down(cluster).await?;
     samples.down(cluster).await?;
     requests.down(cluster).await?;
     Ok(())
