@@ -16,8 +16,10 @@ use rstest::rstest;
 use serde_json::{Value, json};
 
 struct Case {
-    target: &'static str,
+    /// Snapshot suffix.
+    label: &'static str,
     resource: ApiResource,
+    namespaced: bool,
     object: Value,
     /// A merge patch that changes a field.
     change: Value,
@@ -29,11 +31,12 @@ fn ar(g: &str, v: &str, k: &str, p: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), p)
 }
 
-fn case(name: &str) -> Case {
-    match name {
-        "requests" => Case {
-            target: "requests",
+fn cases(target: &str) -> Vec<Case> {
+    match target {
+        "requests" => vec![Case {
+            label: "requests",
             resource: ar("k8s.wujiuye.com", "v1beta1", "Requests", "requests"),
+            namespaced: true,
             object: json!({"apiVersion": "k8s.wujiuye.com/v1beta1", "kind": "Requests", "metadata": {"name": "web"},
                            "resources": {"cpu": "100m", "memory": "100Mi"}}),
             change: json!({"resources": {"cpu": "250m"}}),
@@ -41,10 +44,11 @@ fn case(name: &str) -> Case {
                 json!({"apiVersion": "k8s.wujiuye.com/v1beta1", "kind": "Requests", "metadata": {"name": "bad"},
                                  "resources": {"cpu": 5, "gpu": "1"}}),
             ),
-        },
-        "samples" => Case {
-            target: "samples",
+        }],
+        "samples" => vec![Case {
+            label: "samples",
             resource: ar("example.com", "v1alpha1", "Sample", "samples"),
+            namespaced: true,
             object: json!({"apiVersion": "example.com/v1alpha1", "kind": "Sample", "metadata": {"name": "crud"},
                            "testString": "first"}),
             change: json!({"testString": "patched"}),
@@ -52,15 +56,40 @@ fn case(name: &str) -> Case {
                 json!({"apiVersion": "example.com/v1alpha1", "kind": "Sample", "metadata": {"name": "bad"},
                                  "testString": 42}),
             ),
-        },
-        _ => Case {
-            target: "wardle",
-            resource: ar("wardle.example.com", "v1alpha1", "Flunder", "flunders"),
-            object: json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder", "metadata": {"name": "crud"},
-                           "spec": {"reference": "first"}}),
-            change: json!({"spec": {"reference": "patched"}}),
-            invalid: None,
-        },
+        }],
+        _ => vec![
+            Case {
+                label: "wardle-flunders-v1alpha1",
+                resource: ar("wardle.example.com", "v1alpha1", "Flunder", "flunders"),
+                namespaced: true,
+                object: json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder", "metadata": {"name": "crud"},
+                               "spec": {"reference": "first"}}),
+                change: json!({"spec": {"reference": "patched"}}),
+                invalid: None,
+            },
+            Case {
+                label: "wardle-flunders-v1beta1",
+                resource: ar("wardle.example.com", "v1beta1", "Flunder", "flunders"),
+                namespaced: true,
+                object: json!({"apiVersion": "wardle.example.com/v1beta1", "kind": "Flunder", "metadata": {"name": "crud-beta"},
+                               "spec": {"referenceType": "Fischer", "fischerReference": "first"}}),
+                change: json!({"spec": {"fischerReference": "patched"}}),
+                // sample-apiserver's own validation: a fischerReference needs referenceType Fischer.
+                invalid: Some(
+                    json!({"apiVersion": "wardle.example.com/v1beta1", "kind": "Flunder", "metadata": {"name": "bad"},
+                                     "spec": {"fischerReference": "first"}}),
+                ),
+            },
+            Case {
+                label: "wardle-fischers",
+                resource: ar("wardle.example.com", "v1alpha1", "Fischer", "fischers"),
+                namespaced: false,
+                object: json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Fischer", "metadata": {"name": "crud"},
+                               "disallowedFlunders": ["banned"]}),
+                change: json!({"disallowedFlunders": ["banned", "also-banned"]}),
+                invalid: None,
+            },
+        ],
     }
 }
 
@@ -85,14 +114,13 @@ async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
 #[case::samples("samples")]
 #[case::wardle("wardle")]
 #[tokio::test]
-async fn crud_round_trip(#[case] name: &str) -> anyhow::Result<()> {
+async fn crud_round_trip(#[case] target_name: &str) -> anyhow::Result<()> {
     let cluster: &Cluster = kube_harness::shared().await?;
-    let c = case(name);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/targets")
-        .join(c.target);
+        .join(target_name);
     let mut target = Target::load(dir)?;
-    if c.target == "samples"
+    if target_name == "samples"
         && let Some(spec) = target.spec.as_mut()
     {
         // The CRD alone: its controller would annotate (and race) the objects under test.
@@ -100,9 +128,21 @@ async fn crud_round_trip(#[case] name: &str) -> anyhow::Result<()> {
     }
     let running = cluster.up_target(&target).await?;
     let client = cluster.client().await?;
-    let ns = format!("crud-{name}");
+    let ns = format!("crud-{target_name}");
     namespace(&client, &ns).await?;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &c.resource);
+    for c in cases(target_name) {
+        round_trip(&client, &ns, &c).await?;
+    }
+    running.down(cluster).await?;
+    Ok(())
+}
+
+async fn round_trip(client: &Client, ns: &str, c: &Case) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = if c.namespaced {
+        Api::namespaced_with(client.clone(), ns, &c.resource)
+    } else {
+        Api::all_with(client.clone(), &c.resource)
+    };
     let obj: DynamicObject = serde_json::from_value(c.object.clone())?;
     let obj_name = obj.metadata.name.clone().unwrap_or_default();
     let pp = PostParams::default();
@@ -123,7 +163,12 @@ async fn crud_round_trip(#[case] name: &str) -> anyhow::Result<()> {
     let got = api.get(&obj_name).await?;
     assert_eq!(got.data, created.data);
     let listed = api.list(&ListParams::default()).await?;
-    assert_eq!(listed.items.len(), 1);
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|o| o.metadata.name.as_deref() == Some(obj_name.as_str()))
+    );
 
     let mut replacement = got.clone();
     replacement.metadata.labels = Some([("updated".to_owned(), "yes".to_owned())].into());
@@ -147,8 +192,8 @@ async fn crud_round_trip(#[case] name: &str) -> anyhow::Result<()> {
         Some(bad) => status_of(api.create(&pp, &serde_json::from_value(bad.clone())?).await),
         None => Value::Null,
     };
-    if c.target == "samples" {
-        sample_table(&client, &ns).await?;
+    if c.label == "samples" {
+        sample_table(client, ns).await?;
     }
     api.delete(&obj_name, &DeleteParams::default()).await?;
     let after_delete = status_of(api.get(&obj_name).await);
@@ -162,7 +207,7 @@ async fn crud_round_trip(#[case] name: &str) -> anyhow::Result<()> {
         "invalid_create": invalid,
         "get_after_delete": after_delete,
     });
-    insta::with_settings!({ snapshot_suffix => name }, {
+    insta::with_settings!({ snapshot_suffix => c.label }, {
         insta::assert_yaml_snapshot!("crud", record, {
             ".**.uid" => "[uid]",
             ".**.resourceVersion" => "[resourceVersion]",
@@ -170,7 +215,6 @@ async fn crud_round_trip(#[case] name: &str) -> anyhow::Result<()> {
             ".**.managedFields" => "[managedFields]",
         });
     });
-    running.down(cluster).await?;
     Ok(())
 }
 
