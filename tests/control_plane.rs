@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -165,28 +164,7 @@ async fn a_token_request_token_authenticates_as_a_bearer_token(
     let cluster = cluster.await;
     let admin = cluster.client().await?;
     let ns = namespace(&admin, "token").await?;
-    let sas = Api::<ServiceAccount>::namespaced(admin.clone(), &ns);
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("robot".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    sas.create(&PostParams::default(), &sa).await?;
-    let request = TokenRequest {
-        spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
-            expiration_seconds: Some(600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let token = sas
-        .create_token_request("robot", &PostParams::default(), &request)
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .ok_or_else(|| anyhow::anyhow!("TokenRequest returned no status"))?;
+    let token = cluster.service_account_token(&ns, "robot", 600).await?;
 
     // As curl would: plain HTTPS with `Authorization: Bearer`.
     let http = cluster.http_client(None)?;

@@ -2,8 +2,7 @@
 //! reqwest, JSON and YAML bodies. List namespaces and pods, then create a Pod from YAML: it is
 //! stored (and stays Pending: there is no kubelet) and its stored form is snapshotted.
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -31,15 +30,6 @@ async fn a_service_account_token_lists_and_creates_a_pod_from_yaml() -> anyhow::
             },
         )
         .await?;
-    let sas = Api::<ServiceAccount>::namespaced(admin.clone(), NS);
-    sas.create(
-        &PostParams::default(),
-        &ServiceAccount {
-            metadata: meta("curl"),
-            ..Default::default()
-        },
-    )
-    .await?;
     let role = ClusterRole {
         metadata: meta("raw-rest-user"),
         rules: Some(vec![
@@ -78,22 +68,7 @@ async fn a_service_account_token_lists_and_creates_a_pod_from_yaml() -> anyhow::
     Api::<ClusterRoleBinding>::all(admin.clone())
         .create(&PostParams::default(), &binding)
         .await?;
-    let token = sas
-        .create_token_request(
-            "curl",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .ok_or_else(|| anyhow::anyhow!("no token"))?;
+    let token = cluster.service_account_token(NS, "curl", 600).await?;
 
     let http = cluster.http_client(None)?;
     let server = cluster.server_url();

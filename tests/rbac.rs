@@ -11,8 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -77,31 +76,7 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
             )
             .await?;
     }
-    let sas = Api::<ServiceAccount>::namespaced(admin.clone(), BOUND_NS);
-    sas.create(
-        &PostParams::default(),
-        &ServiceAccount {
-            metadata: meta("robot", None),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let token = sas
-        .create_token_request(
-            "robot",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .ok_or_else(|| anyhow::anyhow!("no token"))?;
+    let token = cluster.service_account_token(BOUND_NS, "robot", 600).await?;
 
     let identities: Vec<(&str, Client)> = vec![
         ("cert:carol", cluster.user("carol", ["qa"]).await?),

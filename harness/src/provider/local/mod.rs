@@ -363,6 +363,39 @@ impl Cluster {
         kubeconfig::client(self.user_kubeconfig(name, groups)?).await
     }
 
+    /// A token for ServiceAccount `namespace/name` from the TokenRequest API (creating the
+    /// ServiceAccount if it does not exist), valid for `expiration_seconds`.
+    ///
+    /// # Errors
+    /// [`Error::Kube`], or [`Error::Fixture`] if the API returned no token.
+    pub async fn service_account_token(&self, namespace: &str, name: &str, expiration_seconds: i64) -> Result<String> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let sas = kube::Api::<ServiceAccount>::namespaced(self.client().await?, namespace);
+        if sas.get_opt(name).await?.is_none() {
+            let sa = ServiceAccount {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_owned()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            sas.create(&kube::api::PostParams::default(), &sa).await?;
+        }
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(expiration_seconds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        sas.create_token_request(name, &kube::api::PostParams::default(), &request)
+            .await?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| Error::Fixture(format!("TokenRequest for {namespace}/{name} returned no token")))
+    }
+
     /// A client that authenticates with a bearer token (a ServiceAccount token from
     /// TokenRequest, say).
     ///
