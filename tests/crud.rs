@@ -7,11 +7,13 @@
 
 use std::path::Path;
 
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
 use kube_harness::Cluster;
+use kube_harness::check::{self, CrudCase};
 use kube_harness::fixtures::Target;
+use kube_harness::snapshot::redact;
 use rstest::rstest;
 use serde_json::{Value, json};
 
@@ -93,14 +95,6 @@ fn cases(target: &str) -> Vec<Case> {
     }
 }
 
-fn status_of(r: Result<DynamicObject, kube::Error>) -> Value {
-    match r {
-        Ok(o) => json!({"unexpected_success": o}),
-        Err(kube::Error::Api(s)) => json!({"code": s.code, "reason": s.reason, "message": s.message}),
-        Err(e) => json!({"transport_error": e.to_string()}),
-    }
-}
-
 async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
     Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
@@ -143,108 +137,22 @@ async fn round_trip(client: &Client, ns: &str, c: &Case) -> anyhow::Result<()> {
     } else {
         Api::all_with(client.clone(), &c.resource)
     };
-    let obj: DynamicObject = serde_json::from_value(c.object.clone())?;
-    let obj_name = obj.metadata.name.clone().unwrap_or_default();
-    let pp = PostParams::default();
-
-    // The wardle server refuses flunders until its admission plugin's informer has synced.
-    let created = {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            match api.create(&pp, &obj).await {
-                Err(kube::Error::Api(s)) if s.code == 403 && std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                other => break other?,
-            }
-        }
+    let case = CrudCase {
+        object: c.object.clone(),
+        change: c.change.clone(),
+        invalid: c.invalid.clone(),
     };
-    let duplicate = status_of(api.create(&pp, &obj).await);
-    let got = api.get(&obj_name).await?;
-    assert_eq!(got.data, created.data);
-    let listed = api.list(&ListParams::default()).await?;
-    assert!(
-        listed
-            .items
-            .iter()
-            .any(|o| o.metadata.name.as_deref() == Some(obj_name.as_str()))
-    );
-
-    let mut replacement = got.clone();
-    replacement.metadata.labels = Some([("updated".to_owned(), "yes".to_owned())].into());
-    let updated = api.replace(&obj_name, &pp, &replacement).await?;
-    let patched = api
-        .patch(&obj_name, &PatchParams::default(), &Patch::Merge(&c.change))
-        .await?;
-    let mut applied_body = c.object.clone();
-    merge(
-        &mut applied_body,
-        &json!({"metadata": {"annotations": {"applied": "yes"}}}),
-    );
-    let applied = api
-        .patch(
-            &obj_name,
-            &PatchParams::apply("crud-test").force(),
-            &Patch::Apply(&applied_body),
-        )
-        .await?;
-    let invalid = match &c.invalid {
-        Some(bad) => status_of(api.create(&pp, &serde_json::from_value(bad.clone())?).await),
-        None => Value::Null,
-    };
+    let mut record = check::crud_round_trip(&api, &case).await?;
     if c.label == "samples" {
-        sample_table(client, ns).await?;
+        // With additionalPrinterColumns set, the CRD's table has exactly those (no Age column).
+        let table = check::table(client, &format!("/apis/example.com/v1alpha1/namespaces/{ns}/samples")).await?;
+        insta::assert_yaml_snapshot!("samples_table", table);
     }
-    api.delete(&obj_name, &DeleteParams::default()).await?;
-    let after_delete = status_of(api.get(&obj_name).await);
-
-    let record = json!({
-        "created": created,
-        "duplicate_create": duplicate,
-        "updated": updated,
-        "merge_patched": patched,
-        "server_side_applied": applied,
-        "invalid_create": invalid,
-        "get_after_delete": after_delete,
-    });
+    let name = c.object["metadata"]["name"].as_str().unwrap_or_default();
+    check::delete_and_get(&api, name, &mut record).await?;
+    redact(&mut record);
     insta::with_settings!({ snapshot_suffix => c.label }, {
-        insta::assert_yaml_snapshot!("crud", record, {
-            ".**.uid" => "[uid]",
-            ".**.resourceVersion" => "[resourceVersion]",
-            ".**.creationTimestamp" => "[timestamp]",
-            ".**.managedFields" => "[managedFields]",
-        });
+        insta::assert_yaml_snapshot!("crud", record);
     });
-    Ok(())
-}
-
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
-
-/// The Table view `kubectl get samples` asks for: the CRD's printer column `Test String`.
-/// (A separate test would bring the same CRD up and down concurrently with this one.)
-async fn sample_table(client: &Client, ns: &str) -> anyhow::Result<()> {
-    let request = http::Request::get(format!("/apis/example.com/v1alpha1/namespaces/{ns}/samples"))
-        .header("Accept", "application/json;as=Table;g=meta.k8s.io;v=v1")
-        .body(Vec::new())?;
-    let table: Value = serde_json::from_str(&client.request_text(request).await?)?;
-    let columns: Vec<&str> = table["columnDefinitions"]
-        .as_array()
-        .map(|cols| cols.iter().filter_map(|c| c["name"].as_str()).collect())
-        .unwrap_or_default();
-    let rows: Vec<Value> = table["rows"]
-        .as_array()
-        .map(|rows| rows.iter().map(|r| r["cells"].clone()).collect())
-        .unwrap_or_default();
-    // With additionalPrinterColumns set, the CRD's table has exactly those (no Age column).
-    insta::assert_yaml_snapshot!("samples_table", json!({"columns": columns, "rows": rows}));
     Ok(())
 }

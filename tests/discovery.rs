@@ -60,18 +60,7 @@ async fn an_insecure_skip_tls_verify_apiservice_is_discoverable_every_way() -> a
     insta::assert_yaml_snapshot!("legacy_group", wardle);
 
     // Aggregated discovery v2, as kubectl asks for it.
-    let request = http::Request::get("/apis")
-        .header(
-            "Accept",
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
-        )
-        .body(Vec::new())?;
-    let list: Value = serde_json::from_str(&client.request_text(request).await?)?;
-    assert_eq!(list["kind"], "APIGroupDiscoveryList");
-    let entry = list["items"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["metadata"]["name"] == GROUP))
-        .ok_or_else(|| anyhow::anyhow!("no {GROUP} in aggregated discovery"))?;
+    let entry = kube_harness::check::aggregated_discovery_group(&client, GROUP).await?;
     insta::assert_yaml_snapshot!("aggregated_discovery_group", entry);
 
     // The same resource list directly and through `kubectl proxy`.

@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Api;
+use kube_harness::check;
 use kube_harness::fixtures::Target;
 use kube_harness::fixtures::apply::available_condition;
 use rstest::rstest;
-use serde_json::Value;
 
 #[rstest]
 #[tokio::test]
@@ -52,7 +52,7 @@ async fn every_target_is_healthy_in_discovery(
         );
         resource_lists.insert(
             format!("{group}/{version}"),
-            resource_list(&client, &group, &version).await?,
+            check::resource_list(&client, &group, &version).await?,
         );
     }
     for doc in target.objects.iter().filter(|d| d.kind == "CustomResourceDefinition") {
@@ -68,7 +68,7 @@ async fn every_target_is_healthy_in_discovery(
         assert!(established, "CRD {} not Established", doc.name);
         for version in crd.spec.versions.iter().filter(|v| v.served) {
             let gv = format!("{}/{}", crd.spec.group, version.name);
-            resource_lists.insert(gv, resource_list(&client, &crd.spec.group, &version.name).await?);
+            resource_lists.insert(gv, check::resource_list(&client, &crd.spec.group, &version.name).await?);
         }
     }
     // Core groups keep answering alongside.
@@ -88,16 +88,4 @@ async fn every_target_is_healthy_in_discovery(
         );
     }
     Ok(())
-}
-
-async fn resource_list(client: &kube::Client, group: &str, version: &str) -> anyhow::Result<Value> {
-    let body = client
-        .request_text(http::Request::get(format!("/apis/{group}/{version}")).body(Vec::new())?)
-        .await?;
-    let mut list: Value = serde_json::from_str(&body)?;
-    // Sorted by name, so the snapshot does not depend on the server's ordering.
-    if let Some(resources) = list.get_mut("resources").and_then(Value::as_array_mut) {
-        resources.sort_by_key(|r| r["name"].as_str().unwrap_or_default().to_owned());
-    }
-    Ok(list)
 }

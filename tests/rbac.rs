@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
+use kube_harness::check;
 use kube_harness::fixtures::Target;
 
 const BOUND_NS: &str = "rbac-bound";
@@ -42,18 +43,6 @@ fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
         name: Some(name.to_owned()),
         namespace: ns.map(str::to_owned),
         ..Default::default()
-    }
-}
-
-/// `code reason: message` of a list attempt.
-async fn attempt(client: &Client, ns: &str, ar: &ApiResource) -> (u16, String) {
-    match Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(_) => (200, "OK".to_owned()),
-        Err(kube::Error::Api(s)) => (s.code, format!("{}: {}", s.reason, s.message)),
-        Err(e) => (0, format!("transport error: {e}")),
     }
 }
 
@@ -87,7 +76,7 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
     let mut unbound = BTreeMap::new();
     for (who, client) in &identities {
         for (what, ar) in resources() {
-            let (code, text) = attempt(client, BOUND_NS, &ar).await;
+            let (code, text) = check::probe_list(client, BOUND_NS, &ar).await;
             assert_eq!(code, 403, "{who} {what}: {text}");
             unbound.insert(format!("{who} lists {what}"), text);
         }
@@ -144,7 +133,7 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
             // The RBAC authorizer reads bindings through an informer: give it a moment.
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                let (code, text) = attempt(client, BOUND_NS, &ar).await;
+                let (code, text) = check::probe_list(client, BOUND_NS, &ar).await;
                 if code == 200 {
                     break;
                 }
@@ -154,7 +143,7 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let (code, text) = attempt(client, OTHER_NS, &ar).await;
+            let (code, text) = check::probe_list(client, OTHER_NS, &ar).await;
             assert_eq!(code, 403, "{who} {what} in {OTHER_NS} (not bound there): {text}");
         }
     }

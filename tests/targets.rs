@@ -140,12 +140,9 @@ async fn samples_crd_is_established_and_its_controller_reconciles(
     )
     .await??
     .ok_or_else(|| anyhow::anyhow!("first-sample disappeared"))?;
-    insta::assert_yaml_snapshot!("samples_reconciled_object", sample, {
-        ".metadata.uid" => "[uid]",
-        ".metadata.resourceVersion" => "[resourceVersion]",
-        ".metadata.creationTimestamp" => "[timestamp]",
-        ".metadata.managedFields" => "[managedFields]",
-    });
+    let mut sample = serde_json::to_value(sample)?;
+    kube_harness::snapshot::redact(&mut sample);
+    insta::assert_yaml_snapshot!("samples_reconciled_object", sample);
     let backend_pid = running
         .backend()
         .map(|b| b.pid())

@@ -33,6 +33,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod assets;
+pub mod check;
 pub mod error;
 pub mod fixtures;
 pub mod pki;

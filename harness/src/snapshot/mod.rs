@@ -29,9 +29,49 @@ pub fn redact_ports(text: &str) -> String {
     out
 }
 
+/// Object fields that change on every run, with what replaces them. Applied by [`redact`] to
+/// any `metadata` mapping, at any depth (items of lists, objects inside records).
+pub const OBJECT_REDACTIONS: [(&str, &str); 4] = [
+    ("uid", "[uid]"),
+    ("resourceVersion", "[resourceVersion]"),
+    ("creationTimestamp", "[timestamp]"),
+    ("managedFields", "[managedFields]"),
+];
+
+/// Replace the volatile fields of every `metadata` mapping inside `value` (see
+/// [`OBJECT_REDACTIONS`]); everything else is kept.
+pub fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(meta)) = map.get_mut("metadata") {
+                for (key, replacement) in OBJECT_REDACTIONS {
+                    if let Some(v) = meta.get_mut(key) {
+                        *v = (*replacement).into();
+                    }
+                }
+            }
+            map.values_mut().for_each(redact);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_is_redacted_at_any_depth_and_nothing_else() {
+        let mut v = serde_json::json!({"created": {"metadata": {"name": "a", "uid": "x", "resourceVersion": "5"}},
+                                        "items": [{"metadata": {"creationTimestamp": "t"}, "uid": "kept"}]});
+        redact(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"created": {"metadata": {"name": "a", "uid": "[uid]", "resourceVersion": "[resourceVersion]"}},
+                                          "items": [{"metadata": {"creationTimestamp": "[timestamp]"}, "uid": "kept"}]})
+        );
+    }
 
     #[test]
     fn loopback_ports_are_redacted_and_nothing_else() {
