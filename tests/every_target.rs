@@ -2,7 +2,7 @@
 //! `#[files]`: a user regression-checking their own extension server adds a target directory
 //! and gets this for it with no Rust change. For each target: bring it up from nothing; every
 //! APIService is `Available=True` with reason `Passed`, its group/version is listed in `/apis`
-//! and its resource list is snapshotted; every CRD is `Established` and its resource list is
+//! and in aggregated discovery (v2), and its resource list is snapshotted; every CRD is `Established` and its resource list is
 //! snapshotted; other groups keep answering; teardown leaves no backend process.
 //!
 //! One test per directory; they run in parallel (different targets share no APIService or CRD).
@@ -54,6 +54,12 @@ async fn every_target_is_healthy_in_discovery(
             format!("{group}/{version}"),
             check::resource_list(&client, &group, &version).await?,
         );
+        // Aggregated discovery (v2), as kubectl reads it, lists the version too.
+        let entry = check::aggregated_discovery_group(&client, &group).await?;
+        let listed = entry["versions"]
+            .as_array()
+            .is_some_and(|vs| vs.iter().any(|v| v["version"] == version.as_str()));
+        assert!(listed, "{group}/{version} missing from aggregated discovery: {entry}");
     }
     for doc in target.objects.iter().filter(|d| d.kind == "CustomResourceDefinition") {
         let crd = Api::<CustomResourceDefinition>::all(client.clone())
