@@ -4,7 +4,8 @@
 //! our server through SubjectAccessReview; flunders.wardle.example.com, by upstream
 //! sample-apiserver's delegated authorization). Unbound, each gets a 403 whose `Status` is
 //! snapshotted; after a namespaced Role and RoleBinding (get, list, watch) each gets 200 in
-//! that namespace and still 403 in another.
+//! that namespace and still 403 in another. The cluster-scoped fischers stay 403 under a
+//! RoleBinding and turn 200 with a ClusterRoleBinding.
 //!
 //! Own test binary, own cluster: fixed namespace names are safe.
 
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{ObjectMeta, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
@@ -76,10 +77,19 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
     let mut unbound = BTreeMap::new();
     for (who, client) in &identities {
         for (what, ar) in resources() {
-            let (code, text) = check::probe_list(client, BOUND_NS, &ar).await;
+            let (code, text) = check::probe_list(client, Some(BOUND_NS), &ar).await;
             assert_eq!(code, 403, "{who} {what}: {text}");
             unbound.insert(format!("{who} lists {what}"), text);
         }
+    }
+    let fischers = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("wardle.example.com", "v1alpha1", "Fischer"),
+        "fischers",
+    );
+    for (who, client) in &identities {
+        let (code, text) = check::probe_list(client, None, &fischers).await;
+        assert_eq!(code, 403, "{who} cluster-scoped fischers: {text}");
+        unbound.insert(format!("{who} lists aggregated/fischers (cluster-scoped)"), text);
     }
     insta::assert_yaml_snapshot!("forbidden_matrix", unbound);
 
@@ -133,7 +143,7 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
             // The RBAC authorizer reads bindings through an informer: give it a moment.
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                let (code, text) = check::probe_list(client, BOUND_NS, &ar).await;
+                let (code, text) = check::probe_list(client, Some(BOUND_NS), &ar).await;
                 if code == 200 {
                     break;
                 }
@@ -143,8 +153,59 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let (code, text) = check::probe_list(client, OTHER_NS, &ar).await;
+            let (code, text) = check::probe_list(client, Some(OTHER_NS), &ar).await;
             assert_eq!(code, 403, "{who} {what} in {OTHER_NS} (not bound there): {text}");
+        }
+    }
+    // A namespaced RoleBinding cannot grant a cluster-scoped resource; a ClusterRoleBinding can.
+    for (who, client) in &identities {
+        let (code, text) = check::probe_list(client, None, &fischers).await;
+        assert_eq!(
+            code, 403,
+            "{who} cluster-scoped fischers with only a RoleBinding: {text}"
+        );
+    }
+    let cluster_role = ClusterRole {
+        metadata: meta("fischer-reader", None),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["wardle.example.com".into()]),
+            resources: Some(vec!["fischers".into()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &cluster_role)
+        .await?;
+    let cluster_binding = ClusterRoleBinding {
+        metadata: meta("fischer-reader", None),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "fischer-reader".into(),
+        },
+        subjects: Some(vec![
+            subject("User", "carol"),
+            subject("ServiceAccount", "robot"),
+            subject("User", "dave"),
+        ]),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &cluster_binding)
+        .await?;
+    for (who, client) in &identities {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, text) = check::probe_list(client, None, &fischers).await;
+            if code == 200 {
+                break;
+            }
+            assert!(
+                code == 403 && Instant::now() < deadline,
+                "{who} fischers after ClusterRoleBinding: {code} {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     wardle.down(cluster).await?;

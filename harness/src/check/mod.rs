@@ -89,13 +89,14 @@ pub fn outcome<T>(result: std::result::Result<T, kube::Error>) -> (u16, String) 
     }
 }
 
-/// May `client` list `resource` in `namespace`? The probe of an RBAC matrix.
-pub async fn probe_list(client: &Client, namespace: &str, resource: &ApiResource) -> (u16, String) {
-    outcome(
-        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource)
-            .list(&ListParams::default())
-            .await,
-    )
+/// May `client` list `resource` in `namespace` (or, with `None`, across the cluster — for
+/// cluster-scoped resources)? The probe of an RBAC matrix.
+pub async fn probe_list(client: &Client, namespace: Option<&str>, resource: &ApiResource) -> (u16, String) {
+    let api = match namespace {
+        Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, resource),
+        None => Api::<DynamicObject>::all_with(client.clone(), resource),
+    };
+    outcome(api.list(&ListParams::default()).await)
 }
 
 /// A failed request as data: `{code, reason, message}`; a success where a failure was expected
