@@ -135,3 +135,55 @@ fn exec_with_a_malformed_fixture_fails_before_starting_anything() -> anyhow::Res
     );
     Ok(())
 }
+
+#[test]
+fn verify_passes_on_every_shipped_target_and_writes_junit() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let junit = std::env::temp_dir().join(format!("kh-verify-{}.xml", std::process::id()));
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args(["verify", "fixtures/targets", "--junit"])
+        .arg(&junit)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for target in ["requests —", "samples —", "wardle —"] {
+        assert!(stdout.contains(target), "{target} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit)?;
+    assert_eq!(xml.matches("<testsuite ").count(), 3, "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+    std::fs::remove_file(junit)?;
+    Ok(())
+}
+
+#[test]
+fn verify_fails_naming_the_failed_check() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let junit = std::env::temp_dir().join(format!("kh-verify-fail-{}.xml", std::process::id()));
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args(["verify", "tests/apply-fixtures/backend-exits", "--junit"])
+        .arg(&junit)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL bring up"), "{stdout}");
+    assert!(
+        stdout.contains("backend exited before becoming ready (exit status: 4)"),
+        "{stdout}"
+    );
+    let xml = std::fs::read_to_string(&junit)?;
+    assert!(
+        xml.contains("<testcase classname=\"backend-exits\" name=\"bring up\""),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+    std::fs::remove_file(junit)?;
+    Ok(())
+}

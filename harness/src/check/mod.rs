@@ -2,6 +2,10 @@
 //! resource list, its aggregated-discovery (v2) entry, a Table view, an authorization probe and
 //! a CRUD round trip. Scenarios in `tests/` are built from these, and so can yours.
 
+mod health;
+
+pub use health::{CheckResult, junit, verify_target};
+
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use kube::{Api, Client};

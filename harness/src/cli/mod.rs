@@ -45,6 +45,17 @@ enum Command {
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Release check: start a cluster, bring up each target directory, check it (APIServices
+    /// Available, groups in /apis and aggregated discovery, resource lists, CRDs Established,
+    /// backend alive, clean teardown), print a table per target. Exit 0 only if all pass.
+    Verify {
+        /// Target directories, or directories of target directories.
+        #[arg(default_value = "fixtures/targets")]
+        dirs: Vec<PathBuf>,
+        /// Also write a JUnit XML report here (one testcase per check).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed.
     Assets,
 }
@@ -82,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", assets.dir().display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify { dirs, junit } => verify(version, &dirs, junit.as_deref()).await,
         Command::Up { kubeconfig, fixtures } => {
             let loaded = load_targets(&fixtures)?;
             let cluster = start(version).await?;
@@ -133,6 +145,78 @@ async fn start(version: KubeVersion) -> anyhow::Result<Cluster> {
         t.apiserver.as_secs_f64()
     );
     Ok(cluster)
+}
+
+/// A directory holding fixture files is a target; otherwise each subdirectory is one.
+fn target_dirs(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let has_files = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .flatten()
+            .any(|e| {
+                e.path().is_file()
+                    && e.path()
+                        .extension()
+                        .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            });
+        if has_files {
+            out.push(dir.clone());
+        } else {
+            let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            subdirs.sort();
+            out.extend(subdirs);
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "no target directories under {dirs:?}");
+    Ok(out)
+}
+
+async fn verify(version: KubeVersion, dirs: &[PathBuf], junit: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let targets = load_targets(&target_dirs(dirs)?)?;
+    let cluster = start(version).await?;
+    let mut all = Vec::new();
+    for target in &targets {
+        eprintln!(
+            "kube-harness: verifying target {} ({})",
+            target.name,
+            target.dir.display()
+        );
+        let results = kube_harness::check::verify_target(&cluster, target).await;
+        let passed = results.iter().filter(|r| r.passed).count();
+        println!("\n{} — {passed}/{} checks passed", target.name, results.len());
+        for r in &results {
+            println!(
+                "  {} {:<58} {:>7.3}s  {}",
+                if r.passed { "PASS" } else { "FAIL" },
+                r.check,
+                r.duration.as_secs_f64(),
+                r.detail.lines().next().unwrap_or_default()
+            );
+        }
+        all.extend(results);
+    }
+    cluster.stop();
+    if let Some(path) = junit {
+        std::fs::write(path, kube_harness::check::junit(&all))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let failed = all.iter().filter(|r| !r.passed).count();
+    println!(
+        "\n{} targets, {} checks: {} passed, {failed} failed",
+        targets.len(),
+        all.len(),
+        all.len() - failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Load and check every target directory before anything starts, so a typo costs no cluster.
