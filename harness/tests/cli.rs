@@ -166,10 +166,13 @@ fn verify_passes_on_every_shipped_target_and_writes_junit() -> anyhow::Result<()
 fn verify_fails_naming_the_failed_check() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let junit = std::env::temp_dir().join(format!("kh-verify-fail-{}.xml", std::process::id()));
+    let bundle = std::env::temp_dir().join(format!("kh-verify-bundle-{}", std::process::id()));
     let out = Command::new(BIN)
         .current_dir(root)
         .args(["verify", "tests/apply-fixtures/backend-exits", "--junit"])
         .arg(&junit)
+        .arg("--bundle")
+        .arg(&bundle)
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -185,5 +188,19 @@ fn verify_fails_naming_the_failed_check() -> anyhow::Result<()> {
     );
     assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
     std::fs::remove_file(junit)?;
+    // The failure bundle has the logs and the API's view.
+    let target_bundle = bundle.join("backend-exits");
+    assert!(
+        stdout.contains(&format!("failure bundle: {}", target_bundle.display())),
+        "{stdout}"
+    );
+    let backend_log = std::fs::read_to_string(target_bundle.join("backend.log"))?;
+    assert!(backend_log.contains("cannot start, simulated"), "{backend_log}");
+    assert!(std::fs::read_to_string(target_bundle.join("kube-apiserver.log"))?.len() > 100);
+    let apiservices: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(target_bundle.join("apiservices.json"))?)?;
+    assert!(apiservices.as_array().is_some_and(|a| !a.is_empty()), "{apiservices}");
+    assert!(target_bundle.join("events.json").is_file());
+    std::fs::remove_dir_all(bundle)?;
     Ok(())
 }

@@ -205,6 +205,106 @@ pub async fn verify_target(cluster: &Cluster, target: &Target) -> Vec<CheckResul
     rec.results
 }
 
+/// Write a failure bundle for `target` into `dir`: kube-apiserver's and etcd's logs, the
+/// target's backend log, every APIService and the target's CRDs with their conditions, and
+/// the cluster's events. Returns the files written. Best effort: what cannot be fetched is
+/// noted in `errors.txt`.
+///
+/// # Errors
+/// [`crate::Error::Io`] if the directory cannot be created.
+pub async fn write_failure_bundle(
+    cluster: &Cluster,
+    target: &Target,
+    dir: &std::path::Path,
+) -> crate::Result<Vec<std::path::PathBuf>> {
+    use k8s_openapi::api::core::v1::Event;
+    crate::pki::create_private_dir(dir)?;
+    let mut written = Vec::new();
+    let mut errors = Vec::new();
+    let backend_log = cluster
+        .info()
+        .run_dir
+        .join("targets")
+        .join(&target.name)
+        .join("backend.log");
+    for (src, name) in [
+        (cluster.apiserver_log().to_owned(), "kube-apiserver.log"),
+        (cluster.etcd_log().to_owned(), "etcd.log"),
+        (backend_log, "backend.log"),
+    ] {
+        let dest = dir.join(name);
+        match std::fs::copy(&src, &dest) {
+            Ok(_) => written.push(dest),
+            Err(e) => errors.push(format!("{}: {e}", src.display())),
+        }
+    }
+    match cluster.client().await {
+        Ok(client) => {
+            let lp = kube::api::ListParams::default();
+            let dumps: [(&str, Result<serde_json::Value, String>); 3] = [
+                (
+                    "apiservices.json",
+                    Api::<APIService>::all(client.clone())
+                        .list(&lp)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|l| serde_json::to_value(l.items).map_err(|e| e.to_string())),
+                ),
+                (
+                    "crds.json",
+                    Api::<CustomResourceDefinition>::all(client.clone())
+                        .list(&lp)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|l| {
+                            let names: Vec<&str> = target
+                                .objects
+                                .iter()
+                                .filter(|d| d.kind == "CustomResourceDefinition")
+                                .map(|d| d.name.as_str())
+                                .collect();
+                            let mine: Vec<_> = l
+                                .items
+                                .into_iter()
+                                .filter(|c| c.metadata.name.as_deref().is_some_and(|n| names.contains(&n)))
+                                .collect();
+                            serde_json::to_value(mine).map_err(|e| e.to_string())
+                        }),
+                ),
+                (
+                    "events.json",
+                    Api::<Event>::all(client.clone())
+                        .list(&lp)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|l| serde_json::to_value(l.items).map_err(|e| e.to_string())),
+                ),
+            ];
+            for (name, dump) in dumps {
+                match dump {
+                    Ok(value) => {
+                        let dest = dir.join(name);
+                        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+                        match std::fs::write(&dest, text) {
+                            Ok(()) => written.push(dest),
+                            Err(e) => errors.push(format!("{name}: {e}")),
+                        }
+                    }
+                    Err(e) => errors.push(format!("{name}: {e}")),
+                }
+            }
+        }
+        Err(e) => errors.push(format!("no client: {e}")),
+    }
+    if !errors.is_empty() {
+        let dest = dir.join("errors.txt");
+        if std::fs::write(&dest, errors.join("\n")).is_ok() {
+            written.push(dest);
+        }
+    }
+    Ok(written)
+}
+
 /// JUnit XML for `results`: one testsuite per target, one testcase per check.
 pub fn junit(results: &[CheckResult]) -> String {
     fn esc(s: &str) -> String {

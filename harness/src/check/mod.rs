@@ -4,7 +4,7 @@
 
 mod health;
 
-pub use health::{CheckResult, junit, verify_target};
+pub use health::{CheckResult, junit, verify_target, write_failure_bundle};
 
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;

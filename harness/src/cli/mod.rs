@@ -55,6 +55,10 @@ enum Command {
         /// Also write a JUnit XML report here (one testcase per check).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Where failure bundles go (logs, APIServices, CRDs, events): one subdirectory per
+        /// failed target.
+        #[arg(long, value_name = "DIR", default_value = "kube-harness-bundles")]
+        bundle: PathBuf,
     },
     /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed.
     Assets,
@@ -93,7 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", assets.dir().display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { dirs, junit } => verify(version, &dirs, junit.as_deref()).await,
+        Command::Verify { dirs, junit, bundle } => verify(version, &dirs, junit.as_deref(), &bundle).await,
         Command::Up { kubeconfig, fixtures } => {
             let loaded = load_targets(&fixtures)?;
             let cluster = start(version).await?;
@@ -176,7 +180,12 @@ fn target_dirs(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-async fn verify(version: KubeVersion, dirs: &[PathBuf], junit: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+async fn verify(
+    version: KubeVersion,
+    dirs: &[PathBuf],
+    junit: Option<&std::path::Path>,
+    bundle: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     let targets = load_targets(&target_dirs(dirs)?)?;
     let cluster = start(version).await?;
     let mut all = Vec::new();
@@ -197,6 +206,11 @@ async fn verify(version: KubeVersion, dirs: &[PathBuf], junit: Option<&std::path
                 r.duration.as_secs_f64(),
                 r.detail.lines().next().unwrap_or_default()
             );
+        }
+        if results.iter().any(|r| !r.passed) {
+            let dir = bundle.join(&target.name);
+            let files = kube_harness::check::write_failure_bundle(&cluster, target, &dir).await?;
+            println!("  failure bundle: {} ({} files)", dir.display(), files.len());
         }
         all.extend(results);
     }
