@@ -29,16 +29,7 @@ use crate::error::{Error, Result};
 pub async fn shared() -> Result<&'static Cluster> {
     static SHARED: OnceCell<std::result::Result<Cluster, String>> = OnceCell::const_new();
     let started = SHARED
-        .get_or_init(|| async {
-            let builder = match std::env::var("KUBE_HARNESS_K8S_VERSION") {
-                Ok(v) if !v.is_empty() => ControlPlane::builder().with_version_str(&v),
-                _ => Ok(ControlPlane::builder()),
-            };
-            match builder {
-                Ok(b) => b.start().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+        .get_or_init(|| async { ControlPlane::builder().start().await.map_err(|e| e.to_string()) })
         .await;
     started.as_ref().map_err(|message| Error::SharedStart(message.clone()))
 }

@@ -38,10 +38,22 @@ pub struct ControlPlane {
     apiserver_args: Vec<(String, String)>,
 }
 
+/// `KUBE_HARNESS_K8S_VERSION` if set and valid (an invalid value is reported and ignored),
+/// else [`crate::assets::DEFAULT_KUBERNETES_VERSION`].
+fn version_from_env() -> KubeVersion {
+    match std::env::var("KUBE_HARNESS_K8S_VERSION") {
+        Ok(v) if !v.is_empty() => KubeVersion::parse(&v).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring KUBE_HARNESS_K8S_VERSION");
+            KubeVersion::default()
+        }),
+        _ => KubeVersion::default(),
+    }
+}
+
 impl Default for ControlPlane {
     fn default() -> Self {
         Self {
-            version: KubeVersion::default(),
+            version: version_from_env(),
             assets_dir: None,
             start_timeout: Duration::from_secs(90),
             apiserver_args: Vec::new(),
@@ -65,8 +77,9 @@ pub struct StartupTimings {
 }
 
 impl ControlPlane {
-    /// Default settings: Kubernetes [`crate::assets::DEFAULT_KUBERNETES_VERSION`],
-    /// binaries resolved as [`crate::assets`] describes, 90 s start timeout.
+    /// Default settings: Kubernetes `KUBE_HARNESS_K8S_VERSION` if set, else
+    /// [`crate::assets::DEFAULT_KUBERNETES_VERSION`]; binaries resolved as [`crate::assets`]
+    /// describes; 90 s start timeout.
     pub fn builder() -> Self {
         Self::default()
     }
