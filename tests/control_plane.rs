@@ -2,7 +2,7 @@
 //! users and RBAC, ServiceAccount tokens used as curl would, and the aggregation layer's
 //! published trust.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
@@ -135,16 +135,9 @@ async fn an_unbound_user_is_forbidden_until_a_cluster_role_binding_grants_access
     bindings.create(&PostParams::default(), &binding).await?;
 
     // The RBAC authorizer reads bindings through an informer: allow it to catch up.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let listed = loop {
-        match alice_namespaces.list(&ListParams::default()).await {
-            Ok(list) => break list,
-            Err(kube::Error::Api(s)) if s.code == 403 && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let lp = ListParams::default();
+    let listed =
+        kube_harness::check::retry_while_forbidden(Duration::from_secs(20), || alice_namespaces.list(&lp)).await?;
     assert!(
         listed
             .items

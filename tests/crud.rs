@@ -22,15 +22,19 @@ struct Case {
     label: &'static str,
     resource: ApiResource,
     namespaced: bool,
-    object: Value,
-    /// A merge patch that changes a field.
-    change: Value,
-    /// An object the server must reject with 422, if the server validates one.
-    invalid: Option<Value>,
+    crud: CrudCase,
 }
 
 fn ar(g: &str, v: &str, k: &str, p: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), p)
+}
+
+fn crud(object: Value, change: Value, invalid: Option<Value>) -> CrudCase {
+    CrudCase {
+        object,
+        change,
+        invalid,
+    }
 }
 
 fn cases(target: &str) -> Vec<Case> {
@@ -39,24 +43,28 @@ fn cases(target: &str) -> Vec<Case> {
             label: "requests",
             resource: ar("k8s.wujiuye.com", "v1beta1", "Requests", "requests"),
             namespaced: true,
-            object: json!({"apiVersion": "k8s.wujiuye.com/v1beta1", "kind": "Requests", "metadata": {"name": "web"},
-                           "resources": {"cpu": "100m", "memory": "100Mi"}}),
-            change: json!({"resources": {"cpu": "250m"}}),
-            invalid: Some(
-                json!({"apiVersion": "k8s.wujiuye.com/v1beta1", "kind": "Requests", "metadata": {"name": "bad"},
-                                 "resources": {"cpu": 5, "gpu": "1"}}),
+            crud: crud(
+                json!({"apiVersion": "k8s.wujiuye.com/v1beta1", "kind": "Requests", "metadata": {"name": "web"},
+                       "resources": {"cpu": "100m", "memory": "100Mi"}}),
+                json!({"resources": {"cpu": "250m"}}),
+                Some(
+                    json!({"apiVersion": "k8s.wujiuye.com/v1beta1", "kind": "Requests", "metadata": {"name": "bad"},
+                            "resources": {"cpu": 5, "gpu": "1"}}),
+                ),
             ),
         }],
         "samples" => vec![Case {
             label: "samples",
             resource: ar("example.com", "v1alpha1", "Sample", "samples"),
             namespaced: true,
-            object: json!({"apiVersion": "example.com/v1alpha1", "kind": "Sample", "metadata": {"name": "crud"},
-                           "testString": "first"}),
-            change: json!({"testString": "patched"}),
-            invalid: Some(
-                json!({"apiVersion": "example.com/v1alpha1", "kind": "Sample", "metadata": {"name": "bad"},
-                                 "testString": 42}),
+            crud: crud(
+                json!({"apiVersion": "example.com/v1alpha1", "kind": "Sample", "metadata": {"name": "crud"},
+                       "testString": "first"}),
+                json!({"testString": "patched"}),
+                Some(
+                    json!({"apiVersion": "example.com/v1alpha1", "kind": "Sample", "metadata": {"name": "bad"},
+                            "testString": 42}),
+                ),
             ),
         }],
         _ => vec![
@@ -64,32 +72,38 @@ fn cases(target: &str) -> Vec<Case> {
                 label: "wardle-flunders-v1alpha1",
                 resource: ar("wardle.example.com", "v1alpha1", "Flunder", "flunders"),
                 namespaced: true,
-                object: json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder", "metadata": {"name": "crud"},
-                               "spec": {"reference": "first"}}),
-                change: json!({"spec": {"reference": "patched"}}),
-                invalid: None,
+                crud: crud(
+                    json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder", "metadata": {"name": "crud"},
+                           "spec": {"reference": "first"}}),
+                    json!({"spec": {"reference": "patched"}}),
+                    None,
+                ),
             },
             Case {
                 label: "wardle-flunders-v1beta1",
                 resource: ar("wardle.example.com", "v1beta1", "Flunder", "flunders"),
                 namespaced: true,
-                object: json!({"apiVersion": "wardle.example.com/v1beta1", "kind": "Flunder", "metadata": {"name": "crud-beta"},
-                               "spec": {"referenceType": "Fischer", "fischerReference": "first"}}),
-                change: json!({"spec": {"fischerReference": "patched"}}),
-                // sample-apiserver's own validation: a fischerReference needs referenceType Fischer.
-                invalid: Some(
-                    json!({"apiVersion": "wardle.example.com/v1beta1", "kind": "Flunder", "metadata": {"name": "bad"},
-                                     "spec": {"fischerReference": "first"}}),
+                crud: crud(
+                    json!({"apiVersion": "wardle.example.com/v1beta1", "kind": "Flunder", "metadata": {"name": "crud-beta"},
+                           "spec": {"referenceType": "Fischer", "fischerReference": "first"}}),
+                    json!({"spec": {"fischerReference": "patched"}}),
+                    // sample-apiserver's own validation: a fischerReference needs referenceType Fischer.
+                    Some(
+                        json!({"apiVersion": "wardle.example.com/v1beta1", "kind": "Flunder", "metadata": {"name": "bad"},
+                                "spec": {"fischerReference": "first"}}),
+                    ),
                 ),
             },
             Case {
                 label: "wardle-fischers",
                 resource: ar("wardle.example.com", "v1alpha1", "Fischer", "fischers"),
                 namespaced: false,
-                object: json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Fischer", "metadata": {"name": "crud"},
-                               "disallowedFlunders": ["banned"]}),
-                change: json!({"disallowedFlunders": ["banned", "also-banned"]}),
-                invalid: None,
+                crud: crud(
+                    json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Fischer", "metadata": {"name": "crud"},
+                           "disallowedFlunders": ["banned"]}),
+                    json!({"disallowedFlunders": ["banned", "also-banned"]}),
+                    None,
+                ),
             },
         ],
     }
@@ -137,18 +151,13 @@ async fn round_trip(client: &Client, ns: &str, c: &Case) -> anyhow::Result<()> {
     } else {
         Api::all_with(client.clone(), &c.resource)
     };
-    let case = CrudCase {
-        object: c.object.clone(),
-        change: c.change.clone(),
-        invalid: c.invalid.clone(),
-    };
-    let mut record = check::crud_round_trip(&api, &case).await?;
+    let mut record = check::crud_round_trip(&api, &c.crud).await?;
     if c.label == "samples" {
         // With additionalPrinterColumns set, the CRD's table has exactly those (no Age column).
         let table = check::table(client, &format!("/apis/example.com/v1alpha1/namespaces/{ns}/samples")).await?;
         insta::assert_yaml_snapshot!("samples_table", table);
     }
-    let name = c.object["metadata"]["name"].as_str().unwrap_or_default();
+    let name = c.crud.object["metadata"]["name"].as_str().unwrap_or_default();
     check::delete_and_get(&api, name, &mut record).await?;
     redact(&mut record);
     insta::with_settings!({ snapshot_suffix => c.label }, {

@@ -10,7 +10,7 @@
 //! Own test binary, own cluster: fixed namespace names are safe.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -22,6 +22,8 @@ use kube_harness::fixtures::Target;
 
 const BOUND_NS: &str = "rbac-bound";
 const OTHER_NS: &str = "rbac-other";
+/// How long a new binding may take to reach the authorizers.
+const BIND_WAIT: Duration = Duration::from_secs(20);
 
 fn resources() -> Vec<(&'static str, ApiResource)> {
     let ar = |g: &str, v: &str, k: &str, p: &str| ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), p);
@@ -140,19 +142,8 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
 
     for (who, client) in &identities {
         for (what, ar) in resources() {
-            // The RBAC authorizer reads bindings through an informer: give it a moment.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let (code, text) = check::probe_list(client, Some(BOUND_NS), &ar).await;
-                if code == 200 {
-                    break;
-                }
-                assert!(
-                    code == 403 && Instant::now() < deadline,
-                    "{who} {what} after binding: {code} {text}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let (code, text) = check::probe_list_once_bound(client, Some(BOUND_NS), &ar, BIND_WAIT).await;
+            assert_eq!(code, 200, "{who} {what} after binding: {text}");
             let (code, text) = check::probe_list(client, Some(OTHER_NS), &ar).await;
             assert_eq!(code, 403, "{who} {what} in {OTHER_NS} (not bound there): {text}");
         }
@@ -195,18 +186,8 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
         .create(&PostParams::default(), &cluster_binding)
         .await?;
     for (who, client) in &identities {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (code, text) = check::probe_list(client, None, &fischers).await;
-            if code == 200 {
-                break;
-            }
-            assert!(
-                code == 403 && Instant::now() < deadline,
-                "{who} fischers after ClusterRoleBinding: {code} {text}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (code, text) = check::probe_list_once_bound(client, None, &fischers, BIND_WAIT).await;
+        assert_eq!(code, 200, "{who} fischers after ClusterRoleBinding: {text}");
     }
     wardle.down(cluster).await?;
     samples.down(cluster).await?;

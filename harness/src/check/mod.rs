@@ -96,11 +96,48 @@ pub fn outcome<T>(result: std::result::Result<T, kube::Error>) -> (u16, String) 
 /// May `client` list `resource` in `namespace` (or, with `None`, across the cluster — for
 /// cluster-scoped resources)? The probe of an RBAC matrix.
 pub async fn probe_list(client: &Client, namespace: Option<&str>, resource: &ApiResource) -> (u16, String) {
+    probe_list_once_bound(client, namespace, resource, std::time::Duration::ZERO).await
+}
+
+/// RBAC changes reach kube-apiserver's authorizer (and an extension server's
+/// SubjectAccessReviews) through an informer, a moment after the binding is written. Retry
+/// `attempt` every 50 ms while it answers 403, for up to `timeout`; return the first other
+/// result, or the last 403.
+///
+/// # Errors
+/// Whatever `attempt` returned last.
+pub async fn retry_while_forbidden<T, F, Fut>(
+    timeout: std::time::Duration,
+    mut attempt: F,
+) -> std::result::Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match attempt().await {
+            Err(kube::Error::Api(s)) if s.code == 403 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// [`probe_list`] retried with [`retry_while_forbidden`]: for probing right after a binding.
+pub async fn probe_list_once_bound(
+    client: &Client,
+    namespace: Option<&str>,
+    resource: &ApiResource,
+    timeout: std::time::Duration,
+) -> (u16, String) {
     let api = match namespace {
         Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, resource),
         None => Api::<DynamicObject>::all_with(client.clone(), resource),
     };
-    outcome(api.list(&ListParams::default()).await)
+    let lp = ListParams::default();
+    outcome(retry_while_forbidden(timeout, || api.list(&lp)).await)
 }
 
 /// A failed request as data: `{code, reason, message}`; a success where a failure was expected
