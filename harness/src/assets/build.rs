@@ -129,9 +129,12 @@ impl GoRunner<'_> {
                 binary: self.go.to_owned(),
                 source,
             })?;
+        let started = Instant::now();
         let output = with_progress(what, || out.wait_with_output()).map_err(Error::io("wait for go", dir))?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let _ = log.write_all(stdout.as_bytes());
+        // scripts/bench reads these lines for the cold-provisioning table.
+        let _ = writeln!(log, "# {what}: {:.1}s", started.elapsed().as_secs_f64());
         if !output.status.success() {
             return Err(Error::Build {
                 what: what.to_owned(),

@@ -14,6 +14,7 @@ mod manifest;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use build::lock_cache;
 pub use build::required_go;
 pub use manifest::Manifest;
 

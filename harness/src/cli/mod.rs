@@ -139,7 +139,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn start(version: KubeVersion) -> anyhow::Result<Cluster> {
     eprintln!("kube-harness: starting Kubernetes {version} (etcd + kube-apiserver)");
-    let cluster = ControlPlane::builder().with_version(version).start().await?;
+    let cluster = ControlPlane::builder()
+        .with_version(version)
+        .with_strict_readyz()
+        .start()
+        .await?;
     let t = cluster.timings();
     eprintln!(
         "kube-harness: ready in {:.2}s (binaries {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",

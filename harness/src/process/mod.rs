@@ -122,6 +122,7 @@ pub struct ChildSpec {
 #[derive(Debug)]
 pub struct Child {
     component: &'static str,
+    command: Vec<OsString>,
     pid: u32,
     log: PathBuf,
     inner: Mutex<std::process::Child>,
@@ -158,11 +159,19 @@ impl Child {
         tracing::debug!(component = spec.component, pid = child.id(), log = ?spec.log, "spawned");
         Ok(Self {
             component: spec.component,
+            command: std::iter::once(spec.program.clone().into_os_string())
+                .chain(spec.args.iter().cloned())
+                .collect(),
             pid: child.id(),
             log: spec.log.clone(),
             inner: Mutex::new(child),
             exit: Mutex::new(None),
         })
+    }
+
+    /// The program and its arguments, as spawned.
+    pub fn command(&self) -> &[OsString] {
+        &self.command
     }
 
     /// The process id (also its process group id).
@@ -212,6 +221,23 @@ impl Child {
         tracing::debug!(component = self.component, pid = self.pid, elapsed = ?started.elapsed(), "stopped");
     }
 
+    /// Kill the process group at once (SIGKILL) and collect the exit status: for children
+    /// whose state is thrown away anyway. Idempotent.
+    pub fn kill(&self) {
+        let _ = killpg(self.pgid(), Signal::SIGKILL);
+        self.collect();
+    }
+
+    fn collect(&self) {
+        if self.try_exit().is_some() {
+            return;
+        }
+        let mut child = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(status) = child.wait() {
+            *self.exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
+        }
+    }
+
     fn stop_inner(&self, grace: Duration) {
         if self.try_exit().is_some() {
             // The leader is gone; make sure nothing else of its group lingers.
@@ -233,11 +259,7 @@ impl Child {
             ?grace,
             "did not stop after SIGTERM; sending SIGKILL"
         );
-        let _ = killpg(self.pgid(), Signal::SIGKILL);
-        let mut child = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Ok(status) = child.wait() {
-            *self.exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
-        }
+        self.kill();
     }
 
     fn pgid(&self) -> Pid {

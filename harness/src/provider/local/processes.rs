@@ -2,7 +2,7 @@
 //! choosing it and the child binding it.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::flags;
@@ -17,6 +17,8 @@ pub(super) struct Started {
     pub child: Child,
     pub url: String,
     pub port: u16,
+    /// etcd's data directory (empty for kube-apiserver).
+    pub data: PathBuf,
 }
 
 fn port_clash(err: &Error) -> bool {
@@ -55,7 +57,13 @@ where
     })
 }
 
-pub(super) async fn start_etcd(assets: &Assets, run_dir: &Path, timeout: Duration) -> Result<Started> {
+/// Start etcd; with `seed`, its data directory starts as a copy of that template.
+pub(super) async fn start_etcd(
+    assets: &Assets,
+    run_dir: &Path,
+    seed: Option<&Path>,
+    timeout: Duration,
+) -> Result<Started> {
     let probe_client = probe_client("", None)?;
     with_port_retries("etcd", |attempt| {
         let probe_client = probe_client.clone();
@@ -65,6 +73,12 @@ pub(super) async fn start_etcd(assets: &Assets, run_dir: &Path, timeout: Duratio
             let url = format!("http://127.0.0.1:{client_port}");
             let peer = format!("http://127.0.0.1:{peer_port}");
             let data = run_dir.join(format!("etcd-data-{attempt}"));
+            if let Some(seed) = seed {
+                let (seed, to) = (seed.to_owned(), data.clone());
+                tokio::task::spawn_blocking(move || super::template::copy_dir(&seed, &to))
+                    .await
+                    .map_err(|e| Error::Client(format!("etcd template copy task failed: {e}").into()))??;
+            }
             let args = flags([
                 ("name".into(), "default".into()),
                 ("data-dir".into(), data.to_string_lossy().into_owned()),
@@ -99,6 +113,7 @@ pub(super) async fn start_etcd(assets: &Assets, run_dir: &Path, timeout: Duratio
                 child,
                 url,
                 port: client_port,
+                data,
             })
         }
     })
@@ -111,8 +126,21 @@ pub(super) async fn start_apiserver(
     pki: &ClusterPki,
     etcd_url: &str,
     extra: &[(String, String)],
+    skip_bootstrap_hooks: bool,
     timeout: Duration,
 ) -> Result<Started> {
+    // Two post-start hooks (`rbac/bootstrap-roles`, `scheduling/bootstrap-system-priority-
+    // classes`) call `wait.Poll(1s, …)`, which sleeps a full second before its first attempt
+    // to write the bootstrap RBAC objects and system PriorityClasses. On a store copied from
+    // the template those objects exist already (made by the same binary with the same flags),
+    // so their two checks are excluded; every other readiness check still counts, and the
+    // hooks still run and find nothing to change.
+    let readyz = if skip_bootstrap_hooks {
+        "readyz?exclude=poststarthook/rbac/bootstrap-roles\
+         &exclude=poststarthook/scheduling/bootstrap-system-priority-classes"
+    } else {
+        "readyz"
+    };
     let probe_client = probe_client(pki.serving_ca.cert_pem(), Some(&pki.admin))?;
     let p = |name: &str| pki.path(name).to_string_lossy().into_owned();
     with_port_retries("kube-apiserver", |_attempt| {
@@ -163,8 +191,13 @@ pub(super) async fn start_apiserver(
                 log: run_dir.join("kube-apiserver.log"),
                 cwd: Some(run_dir.to_owned()),
             })?;
-            wait_http_ready(&child, timeout, &probe_client, &format!("{url}/readyz"), None).await?;
-            Ok(Started { child, url, port })
+            wait_http_ready(&child, timeout, &probe_client, &format!("{url}/{readyz}"), None).await?;
+            Ok(Started {
+                child,
+                url,
+                port,
+                data: PathBuf::new(),
+            })
         }
     })
     .await

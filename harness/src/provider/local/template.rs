@@ -1,0 +1,166 @@
+//! A template etcd data directory per (binaries, apiserver flags): made once by booting a
+//! throwaway control plane, then copied into each new cluster's run directory.
+//!
+//! On an empty etcd, kube-apiserver's post-start hooks write the bootstrap objects (RBAC roles
+//! and bindings, priority classes, flow-control configuration, system namespaces) before
+//! `/readyz` passes; on a copy of a bootstrapped store they only read them. Nothing in the
+//! template depends on certificates or ports: the authentication ConfigMap, the `kubernetes`
+//! Service and the apiserver identity lease are reconciled by each new apiserver.
+//!
+//! `KUBE_HARNESS_ETCD_TEMPLATE=0` turns templates off (each cluster bootstraps from empty).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::processes::{start_apiserver, start_etcd};
+use crate::assets::{Assets, KubeVersion, Resolver};
+use crate::error::{Error, Result};
+use crate::pki::ClusterPki;
+use crate::process::RunDir;
+
+/// Bump when the way templates are made changes, so old ones are not reused.
+const FORMAT: &str = "2";
+
+/// Whether templates are enabled (`KUBE_HARNESS_ETCD_TEMPLATE` is not `0`).
+pub(super) fn enabled() -> bool {
+    std::env::var_os("KUBE_HARNESS_ETCD_TEMPLATE").is_none_or(|v| v != "0")
+}
+
+/// The template's cache directory: keyed by the kube-apiserver and etcd binaries (path, size,
+/// modification time) and the extra apiserver flags, which may change what bootstrap stores.
+pub(super) fn location(assets: &Assets, version: &KubeVersion, extra: &[(String, String)]) -> PathBuf {
+    let mut hash = Sha256::new();
+    hash.update(FORMAT);
+    for binary in [assets.kube_apiserver(), assets.etcd()] {
+        hash.update(binary.as_os_str().as_encoded_bytes());
+        if let Ok(meta) = std::fs::metadata(&binary) {
+            hash.update(meta.len().to_le_bytes());
+            if let Ok(Ok(mtime)) = meta.modified().map(|m| m.duration_since(std::time::UNIX_EPOCH)) {
+                hash.update(mtime.as_nanos().to_le_bytes());
+            }
+        }
+    }
+    for (k, v) in extra {
+        hash.update(format!("--{k}={v}\n"));
+    }
+    let key = hex::encode(&hash.finalize()[..8]);
+    Resolver::new(*version)
+        .cache_root()
+        .join("etcd-templates")
+        .join(format!("{version}-{key}"))
+}
+
+/// The template for these binaries and flags, made now if missing. `None` (with a warning)
+/// when it cannot be made: the caller then bootstraps from an empty store, as without
+/// templates.
+pub(super) async fn ensure(
+    assets: &Assets,
+    version: &KubeVersion,
+    extra: &[(String, String)],
+    timeout: Duration,
+) -> Option<PathBuf> {
+    let dir = location(assets, version, extra);
+    if dir.join("member").is_dir() {
+        return Some(dir);
+    }
+    match make(assets, version, extra, timeout, &dir).await {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not make an etcd template; bootstrapping from an empty store");
+            None
+        }
+    }
+}
+
+async fn make(
+    assets: &Assets,
+    version: &KubeVersion,
+    extra: &[(String, String)],
+    timeout: Duration,
+    dir: &Path,
+) -> Result<()> {
+    let parent = dir.parent().unwrap_or(dir).to_owned();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock = {
+        let parent = parent.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || crate::assets::lock_cache(&parent, &name))
+            .await
+            .map_err(|e| Error::Client(format!("template lock task failed: {e}").into()))??
+    };
+    if dir.join("member").is_dir() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    tracing::info!(?dir, "making the etcd template (once per binaries and flags)");
+    let run_dir = RunDir::create("template")?;
+    let pki_dir = run_dir.path().join("pki");
+    let pki = tokio::task::spawn_blocking(move || ClusterPki::generate(&pki_dir))
+        .await
+        .map_err(|e| Error::Client(format!("certificate generation task failed: {e}").into()))??;
+    let etcd = start_etcd(assets, run_dir.path(), None, timeout).await?;
+    let apiserver = start_apiserver(assets, run_dir.path(), &pki, &etcd.url, extra, false, timeout).await?;
+    // Bootstrap is complete once /readyz passes (it includes every post-start hook); stop
+    // gracefully so etcd's files are consistent before they are copied.
+    apiserver.child.stop(Duration::from_secs(10));
+    forget_cluster_trust(&etcd.url).await?;
+    etcd.child.stop(Duration::from_secs(10));
+    let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    copy_dir(&etcd.data, &tmp)?;
+    std::fs::rename(&tmp, dir).map_err(Error::io("rename template into place", dir))?;
+    drop(lock);
+    tracing::info!(elapsed = ?started.elapsed(), %version, "etcd template ready");
+    Ok(())
+}
+
+/// Delete `kube-system/extension-apiserver-authentication` from the store: its controller
+/// merges CA bundles into what is stored, so a copy would make every new cluster publish the
+/// template's front-proxy CA beside its own. (The other 190-odd bootstrap objects hold nothing
+/// specific to one cluster.)
+async fn forget_cluster_trust(etcd_url: &str) -> Result<()> {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .encode("/registry/configmaps/kube-system/extension-apiserver-authentication");
+    let url = format!("{etcd_url}/v3/kv/deleterange");
+    let response = crate::process::probe_client("", None)?
+        .post(&url)
+        .body(format!("{{\"key\":\"{key}\"}}"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| Error::Client(format!("POST {url}: {e}").into()))?;
+    let body = response.text().await.unwrap_or_default();
+    tracing::debug!(%body, "removed the template's authentication ConfigMap");
+    Ok(())
+}
+
+/// Copy a directory tree (regular files and directories only; etcd's data holds nothing
+/// else).
+pub(super) fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(Error::io("create directory", to))?;
+    set_private(to)?;
+    let entries = std::fs::read_dir(from).map_err(Error::io("read directory", from))?;
+    for entry in entries {
+        let entry = entry.map_err(Error::io("read directory", from))?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(Error::io("stat", &source))?;
+        if kind.is_dir() {
+            copy_dir(&source, &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(&source, &target).map_err(Error::io("copy", &source))?;
+        }
+    }
+    Ok(())
+}
+
+fn set_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("chmod 0700", dir))
+}
