@@ -1,0 +1,436 @@
+//! The measuring program behind `scripts/bench`: start-up against Go envtest and a bare shell
+//! start of the same binaries (interleaved rounds), aggregation readiness, per-test overhead,
+//! the harness's own peak memory and the recorded cold build times. Writes
+//! `<out>/benchmarks.json` and the generated part of `<out>/BENCHMARKS.md`.
+//!
+//! Usage: see `scripts/bench` (it builds the envtest program and times the suite first).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube_harness::fixtures::Target;
+use kube_harness::{Cluster, ControlPlane};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// Rounds of each measurement (median reported).
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// The Go envtest program (scripts/bench-envtest, built).
+    #[arg(long)]
+    envtest: PathBuf,
+    /// The bare start script (scripts/bench-bare).
+    #[arg(long)]
+    bare: PathBuf,
+    /// Wall time of the warm scenario suite, measured by scripts/bench.
+    #[arg(long)]
+    suite_s: Option<f64>,
+    /// Targets for the aggregation measurement.
+    #[arg(long, default_values = ["fixtures/targets/requests", "fixtures/targets/wardle"])]
+    target: Vec<PathBuf>,
+    /// Where benchmarks.json and BENCHMARKS.md go.
+    #[arg(long, default_value = "docs")]
+    out: PathBuf,
+}
+
+/// Median and spread (min, max) of a sample.
+fn stats(v: &[f64]) -> Value {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let median = if s.is_empty() {
+        f64::NAN
+    } else if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    };
+    json!({
+        "median": round3(median),
+        "min": round3(s.first().copied().unwrap_or(f64::NAN)),
+        "max": round3(s.last().copied().unwrap_or(f64::NAN)),
+        "n": s.len(),
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn median(v: &Value) -> f64 {
+    v["median"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// The harness: `start()` until a first request (list namespaces) is answered.
+async fn harness_ready() -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let cluster = ControlPlane::builder().start().await?;
+    let client = cluster.client().await?;
+    kube::Api::<Namespace>::all(client).list(&Default::default()).await?;
+    let ready = t.elapsed().as_secs_f64();
+    cluster.stop();
+    Ok(ready)
+}
+
+/// Go envtest with its default settings, on the same binaries.
+fn envtest_ready(program: &Path, assets: &Path) -> anyhow::Result<f64> {
+    let out = Command::new(program)
+        .env("KUBEBUILDER_ASSETS", assets)
+        .output()
+        .with_context(|| format!("run {}", program.display()))?;
+    if !out.status.success() {
+        bail!("envtest failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let line: Value = serde_json::from_slice(&out.stdout).context("envtest output")?;
+    line["ready_s"].as_f64().context("envtest output has no ready_s")
+}
+
+/// The command lines of a harness cluster, rewritten to a directory of our own, for the bare
+/// script: same binaries, same flags, fresh ports and an empty data directory per round.
+struct BareSetup {
+    dir: PathBuf,
+    etcd: Vec<String>,
+    apiserver: Vec<String>,
+    ports: Vec<String>,
+}
+
+impl BareSetup {
+    fn from(cluster: &Cluster, dir: &Path) -> anyhow::Result<Self> {
+        let run_dir = cluster.info().run_dir.to_string_lossy().into_owned();
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        for entry in std::fs::read_dir(cluster.pki().dir())? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), pki.join(entry.file_name()))?;
+        }
+        let rewrite = |args: &[OsString]| -> Vec<String> {
+            args.iter()
+                .map(|a| a.to_string_lossy().replace(&run_dir, &dir.to_string_lossy()))
+                .collect()
+        };
+        let [(_, etcd), (_, apiserver)] = cluster.command_lines();
+        let (etcd, apiserver) = (rewrite(etcd), rewrite(apiserver));
+        let port_of = |args: &[String], flag: &str| -> anyhow::Result<String> {
+            let value = args
+                .iter()
+                .find_map(|a| a.strip_prefix(flag))
+                .with_context(|| format!("no {flag}"))?;
+            Ok(value.rsplit(':').next().unwrap_or_default().to_owned())
+        };
+        let ports = vec![
+            port_of(&etcd, "--listen-client-urls=")?,
+            port_of(&etcd, "--listen-peer-urls=")?,
+            port_of(&apiserver, "--secure-port=")?,
+        ];
+        Ok(Self {
+            dir: dir.to_owned(),
+            etcd,
+            apiserver,
+            ports,
+        })
+    }
+
+    fn round(&self, script: &Path) -> anyhow::Result<f64> {
+        let fresh: Vec<String> = (0..3)
+            .map(|_| kube_harness::process::free_port("bench").map(|p| p.to_string()))
+            .collect::<Result<_, _>>()?;
+        let data = self.dir.join("etcd-data");
+        let _ = std::fs::remove_dir_all(&data);
+        let rewrite = |args: &[String]| -> String {
+            args.iter()
+                .map(|a| {
+                    let mut a = a.clone();
+                    for (old, new) in self.ports.iter().zip(&fresh) {
+                        a = a.replace(&format!(":{old}"), &format!(":{new}"));
+                        if a == format!("--secure-port={old}") {
+                            a = format!("--secure-port={new}");
+                        }
+                    }
+                    if a.starts_with("--data-dir=") {
+                        a = format!("--data-dir={}", data.display());
+                    }
+                    a + "\n"
+                })
+                .collect()
+        };
+        std::fs::write(self.dir.join("etcd.args"), rewrite(&self.etcd))?;
+        std::fs::write(self.dir.join("kube-apiserver.args"), rewrite(&self.apiserver))?;
+        let url = format!("https://127.0.0.1:{}/readyz", fresh[2]);
+        let out = Command::new(script).arg(&self.dir).arg(&url).output()?;
+        if !out.status.success() {
+            bail!("bare start failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    }
+}
+
+/// Backend ready → APIService Available, plus the first List served through the aggregator.
+async fn availability(cluster: &Cluster, dir: &Path, rounds: usize) -> anyhow::Result<(String, Value, Value)> {
+    let target = Target::load(dir)?;
+    let client = cluster.client().await?;
+    // The first bring-up may build the backend; it is not measured.
+    cluster.up_target(&target).await?.down(cluster).await?;
+    let path = list_path(&target).context("target serves no APIService to list")?;
+    let (mut available, mut with_list) = (vec![], vec![]);
+    for _ in 0..rounds {
+        let running = cluster.up_target(&target).await?;
+        let t = Instant::now();
+        let request = http::Request::get(&path).body(Vec::new())?;
+        client
+            .request_text(request)
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let a = running.timings().apiservices_available.as_secs_f64();
+        available.push(a);
+        with_list.push(a + t.elapsed().as_secs_f64());
+        running.down(cluster).await?;
+    }
+    Ok((target.name.clone(), stats(&available), stats(&with_list)))
+}
+
+/// The collection path of the first resource the target's first APIService serves.
+fn list_path(target: &Target) -> Option<String> {
+    let apiservice = target.objects.iter().find(|d| d.kind == "APIService")?;
+    let group = apiservice.value["spec"]["group"].as_str()?;
+    let version = apiservice.value["spec"]["version"].as_str()?;
+    let resource = match group {
+        "k8s.wujiuye.com" => "requests",
+        "wardle.example.com" => "flunders",
+        _ => return None,
+    };
+    Some(format!("/apis/{group}/{version}/namespaces/default/{resource}"))
+}
+
+/// A fresh namespace, an admin and a user client, then teardown (namespace deleted).
+async fn per_test(cluster: &Cluster, i: usize) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let admin = cluster.client().await?;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(admin);
+    let name = format!("bench-{}-{i}", std::process::id());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    namespaces.create(&PostParams::default(), &ns).await?;
+    let _alice = cluster.user("alice", ["devs"]).await?;
+    namespaces.delete(&name, &DeleteParams::default()).await?;
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Peak resident memory of this process (children not included), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| round3(kb / 1024.0))
+}
+
+/// Build times recorded in the cache's build logs (`# building …: N s` lines).
+fn recorded_builds(cache_root: &Path) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(cache_root) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("build-") && name.ends_with(".log")) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# building ") else {
+                continue;
+            };
+            let Some((what, secs)) = rest.rsplit_once(": ") else {
+                continue;
+            };
+            let what = what.split(" (").next().unwrap_or(what).to_owned();
+            if let Ok(s) = secs.trim_end_matches('s').parse::<f64>() {
+                out.insert(what, s);
+            }
+        }
+    }
+    out
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    round3(a / b)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rounds = args.rounds.max(1);
+    eprintln!("bench: warming up (binaries, etcd template)");
+    let warm = ControlPlane::builder().start().await?;
+    let assets = warm.info().assets_dir.clone();
+    let version = warm.info().version;
+    let scratch = tempdir()?;
+    let bare = BareSetup::from(&warm, &scratch)?;
+    warm.stop();
+
+    let (mut harness, mut envtest, mut bare_s) = (vec![], vec![], vec![]);
+    for round in 0..rounds {
+        // Rotate the order so no contender always runs first (or right after another).
+        for k in 0..3 {
+            match (round + k) % 3 {
+                0 => harness.push(harness_ready().await?),
+                1 => envtest.push(envtest_ready(&args.envtest, &assets)?),
+                _ => bare_s.push(bare.round(&args.bare)?),
+            }
+        }
+        eprintln!(
+            "bench: ready round {round}: harness {:.3}s, envtest {:.3}s, bare {:.3}s",
+            harness[round], envtest[round], bare_s[round]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (h, e, b) = (stats(&harness), stats(&envtest), stats(&bare_s));
+
+    let cluster = ControlPlane::builder().start().await?;
+    let mut aggregation = serde_json::Map::new();
+    for dir in &args.target {
+        let (name, available, with_list) = availability(&cluster, dir, rounds).await?;
+        eprintln!("bench: {name}: ready→Available {available}, +first List {with_list}");
+        aggregation.insert(
+            name,
+            json!({"available_s": available, "available_and_list_s": with_list}),
+        );
+    }
+    let mut overhead = vec![];
+    for i in 0..rounds.max(10) {
+        overhead.push(per_test(&cluster, i).await?);
+    }
+    cluster.stop();
+    let overhead = stats(&overhead);
+    let rss = peak_rss_mb();
+    let builds = recorded_builds(&kube_harness::assets::Resolver::new(version).cache_root());
+
+    let available = aggregation
+        .values()
+        .map(|v| median(&v["available_and_list_s"]))
+        .fold(f64::NAN, f64::max);
+    let report = json!({
+        "kubernetes": version.to_string(),
+        "rounds": rounds,
+        "ready_vs_envtest": ratio(median(&h), median(&e)),
+        "ready_vs_bare": ratio(median(&h), median(&b)),
+        "available_s": round3(available),
+        "suite_s": args.suite_s,
+        "per_test_ms": median(&overhead),
+        "rss_mb": rss,
+        "ready_s": {"kube_harness": h, "envtest": e, "bare": b},
+        "aggregation": aggregation,
+        "per_test_ms_detail": overhead,
+        "cold_build_s": builds,
+    });
+    std::fs::create_dir_all(&args.out)?;
+    let json_path = args.out.join("benchmarks.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
+    write_markdown(&args.out.join("BENCHMARKS.md"), &report)?;
+    println!("{}", table(&report));
+    eprintln!("bench: wrote {} and BENCHMARKS.md", json_path.display());
+    Ok(())
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("kube-harness-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The generated table: metric, target, measured median, ratio to the target.
+fn table(r: &Value) -> String {
+    let s = |v: &Value| v.as_f64().map_or_else(|| "not measured".to_owned(), |x| format!("{x}"));
+    let unit = |v: &Value, u: &str| {
+        v.as_f64()
+            .map_or_else(|| "not measured".to_owned(), |x| format!("{x} {u}"))
+    };
+    let h = median(&r["ready_s"]["kube_harness"]);
+    let mut rows = vec![
+        format!(
+            "| cluster ready vs Go envtest | ≤ 0.8× | {h:.3} s vs {:.3} s | {}× |",
+            median(&r["ready_s"]["envtest"]),
+            s(&r["ready_vs_envtest"])
+        ),
+        format!(
+            "| cluster ready vs bare etcd + kube-apiserver | ≤ 1.0× | {h:.3} s vs {:.3} s | {}× |",
+            median(&r["ready_s"]["bare"]),
+            s(&r["ready_vs_bare"])
+        ),
+        format!(
+            "| aggregation ready (backend ready → Available + first List) | ≤ 0.5 s | {} | {} |",
+            unit(&r["available_s"], "s"),
+            r["available_s"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{:.2}× of target", x / 0.5))
+        ),
+        format!(
+            "| scenario suite, warm | ≤ 60 s | {} | {} |",
+            unit(&r["suite_s"], "s"),
+            r["suite_s"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{:.2}× of target", x / 60.0))
+        ),
+        format!(
+            "| per-test overhead (namespace + clients + teardown) | ≤ 50 ms | {} | {:.2}× of target |",
+            unit(&r["per_test_ms"], "ms"),
+            r["per_test_ms"].as_f64().unwrap_or(f64::NAN) / 50.0
+        ),
+        format!(
+            "| harness peak RSS (children excluded) | ≤ 30 MB | {} | {:.2}× of target |",
+            unit(&r["rss_mb"], "MB"),
+            r["rss_mb"].as_f64().unwrap_or(f64::NAN) / 30.0
+        ),
+    ];
+    if let Some(builds) = r["cold_build_s"].as_object() {
+        for (what, secs) in builds {
+            rows.push(format!(
+                "| provisioning: {what} (last recorded build) | – | {} | – |",
+                unit(secs, "s")
+            ));
+        }
+    }
+    format!(
+        "| metric | target | measured (median) | ratio |\n|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    )
+}
+
+/// Replace the text between the bench markers of BENCHMARKS.md (the rest is hand-written).
+fn write_markdown(path: &Path, r: &Value) -> anyhow::Result<()> {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let spreads = ["kube_harness", "envtest", "bare"]
+        .iter()
+        .map(|k| {
+            let v = &r["ready_s"][*k];
+            format!("{k} {}–{} s", v["min"], v["max"])
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let generated = format!(
+        "{BEGIN}\n_Generated by `scripts/bench` ({} rounds, Kubernetes {}); raw numbers in \
+         `benchmarks.json`._\n\n{}\nSpread of cluster-ready (min–max): {spreads}.\n{END}",
+        r["rounds"],
+        r["kubernetes"].as_str().unwrap_or("?"),
+        table(r)
+    );
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{generated}{}", &old[..a], &old[b + END.len()..]),
+        _ => format!("# Benchmarks\n\n{generated}\n"),
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}
