@@ -1,7 +1,8 @@
 //! Nothing outlives its owner: a process that starts a cluster and then returns, panics,
-//! keeps it in a `static`, or is killed with SIGKILL leaves no etcd or kube-apiserver
-//! process, no bound port and no run directory behind. Two clusters in one process, and two
-//! processes at once, do not collide.
+//! keeps it in a `static`, calls `exit`, or is killed with SIGINT, SIGTERM or SIGKILL leaves
+//! no etcd or kube-apiserver process, no bound port and no run directory behind — checked
+//! `KH_LEAK_ROUNDS` times per mode (10 by default; `scripts/leak-loop` runs 50). Two clusters
+//! in one process, and eight processes at once on a fresh cache, do not collide.
 //!
 //! Each case re-runs this test binary as a child (`helper_process`, which does nothing
 //! unless `KH_HELPER_MODE` is set), reads the cluster's pids, ports and run directory from
@@ -68,10 +69,15 @@ async fn helper_process() {
 }
 
 fn spawn_helper(mode: &str) -> anyhow::Result<(Child, Report)> {
+    spawn_helper_with(mode, &[])
+}
+
+fn spawn_helper_with(mode: &str, env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<(Child, Report)> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(["--exact", "helper_process", "--nocapture", "--test-threads=1"])
         .env(MODE, mode)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -136,17 +142,46 @@ fn release(child: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the helper ends: by itself after `release`, or by a signal from us.
+fn end(child: &mut Child, mode: &str) -> anyhow::Result<std::process::ExitStatus> {
+    let signal = match mode {
+        "sigint" => nix::sys::signal::Signal::SIGINT,
+        "sigterm" => nix::sys::signal::Signal::SIGTERM,
+        "sigkill" => nix::sys::signal::Signal::SIGKILL,
+        _ => {
+            release(child)?;
+            return Ok(child.wait()?);
+        }
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(child.id())?), signal)?;
+    Ok(child.wait()?)
+}
+
+fn rounds() -> usize {
+    std::env::var("KH_LEAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+/// Run `mode` `KH_LEAK_ROUNDS` times, checking after each round.
 fn run_mode(mode: &str, expect_success: bool) -> anyhow::Result<()> {
-    let (mut child, report) = spawn_helper(mode)?;
-    assert_eq!(report.pids.len(), 2);
-    assert!(
-        report.pids.iter().all(|p| alive(*p)),
-        "cluster processes not running: {report:?}"
-    );
-    release(&mut child)?;
-    let status = child.wait()?;
-    assert_eq!(status.success(), expect_success, "helper ({mode}) exit status {status}");
-    assert_cleaned_up(mode, &report);
+    let helper_mode = if mode.starts_with("sig") { "hang" } else { mode };
+    for round in 0..rounds() {
+        let (mut child, report) = spawn_helper(helper_mode)?;
+        assert_eq!(report.pids.len(), 2);
+        assert!(
+            report.pids.iter().all(|p| alive(*p)),
+            "round {round}: cluster processes not running: {report:?}"
+        );
+        let status = end(&mut child, mode)?;
+        assert_eq!(
+            status.success(),
+            expect_success,
+            "round {round}: helper ({mode}) exit status {status}"
+        );
+        assert_cleaned_up(&format!("{mode} (round {round})"), &report);
+    }
     Ok(())
 }
 
@@ -168,6 +203,75 @@ fn a_cluster_kept_in_a_static_dies_with_its_process() -> anyhow::Result<()> {
 #[test]
 fn a_process_that_calls_exit_leaves_nothing_behind() -> anyhow::Result<()> {
     run_mode("exit", false)
+}
+
+#[test]
+fn a_process_killed_by_sigint_leaves_nothing_behind() -> anyhow::Result<()> {
+    run_mode("sigint", false)
+}
+
+#[test]
+fn a_process_killed_by_sigterm_leaves_nothing_behind() -> anyhow::Result<()> {
+    run_mode("sigterm", false)
+}
+
+#[test]
+fn a_process_killed_by_sigkill_leaves_nothing_behind() -> anyhow::Result<()> {
+    run_mode("sigkill", false)
+}
+
+/// Eight test processes start clusters at once on an empty cache directory: each gets its own
+/// ports and run directory, and the etcd template they all need is made exactly once (the
+/// cache is locked and written by rename).
+#[test]
+fn eight_processes_at_once_share_a_fresh_cache() -> anyhow::Result<()> {
+    let assets = kube_harness::assets::Resolver::new(Default::default()).resolve()?;
+    let cache = std::env::temp_dir().join(format!("kh-parallel-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache)?;
+    let helpers: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, assets) = (cache.clone(), assets.dir().to_owned());
+            std::thread::spawn(move || {
+                spawn_helper_with(
+                    "return",
+                    &[
+                        ("KUBE_HARNESS_CACHE", cache.as_os_str()),
+                        ("KUBE_HARNESS_ASSETS", assets.as_os_str()),
+                    ],
+                )
+                .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let mut started = Vec::new();
+    for h in helpers {
+        started.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("helper thread panicked"))?
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    let mut ports: Vec<u16> = started.iter().flat_map(|(_, r)| r.ports.clone()).collect();
+    let mut dirs: Vec<PathBuf> = started.iter().map(|(_, r)| r.run_dir.clone()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    dirs.sort();
+    dirs.dedup();
+    assert_eq!((ports.len(), dirs.len()), (16, 8), "ports or run directories shared");
+    for (mut child, report) in started {
+        release(&mut child)?;
+        assert!(child.wait()?.success());
+        assert_cleaned_up("parallel", &report);
+    }
+    let templates: Vec<_> = std::fs::read_dir(cache.join("etcd-templates"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert_eq!(templates.len(), 1, "expected one template, found {templates:?}");
+    std::fs::remove_dir_all(&cache)?;
+    Ok(())
 }
 
 #[test]
