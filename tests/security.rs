@@ -123,3 +123,66 @@ async fn private_keys_are_0600_in_0700_directories() -> anyhow::Result<()> {
     running.down(cluster).await?;
     Ok(())
 }
+
+/// Bearer tokens and private keys never reach logs, failure bundles or snapshots: a run that
+/// issues a ServiceAccount token, uses it directly and through the aggregator, and writes a
+/// failure bundle is scanned for the token, for every private key's body and for PEM private
+/// key markers.
+#[tokio::test]
+async fn tokens_and_private_keys_never_reach_logs_bundles_or_snapshots() -> anyhow::Result<()> {
+    let cluster = kube_harness::ControlPlane::builder().start().await?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = Target::load(root.join("fixtures/targets/requests"))?;
+    let running = cluster.up_target(&target).await?;
+    let token = cluster.service_account_token("default", "scanner", 600).await?;
+    let as_sa = cluster.token_client(&token).await?;
+    for path in [
+        "/api/v1/namespaces",
+        "/apis/k8s.wujiuye.com/v1beta1/namespaces/default/requests",
+    ] {
+        // 403 is expected: the point is that the token travelled.
+        let _ = as_sa.request_text(http::Request::get(path).body(Vec::new())?).await;
+    }
+    let bundle = cluster.info().run_dir.join("scan-bundle");
+    kube_harness::check::write_failure_bundle(&cluster, &target, &bundle).await?;
+
+    let mut secrets = vec![token.clone()];
+    let mut texts: Vec<(std::path::PathBuf, String)> = Vec::new();
+    let mut stack = vec![cluster.info().run_dir.clone(), root.join("tests/snapshots")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                // etcd's data files are binary and hold no tokens or keys.
+                if !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("etcd-data"))
+                {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "key") {
+                // The key's base64 body, minus the PEM armour, must appear nowhere else.
+                let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+                secrets.push(body.chars().take(64).collect());
+            } else if path.file_name().is_some_and(|n| n != "kubeconfig") {
+                texts.push((path, text));
+            }
+        }
+    }
+    assert!(secrets.len() >= 6, "too few keys found: {}", secrets.len());
+    assert!(texts.iter().any(|(p, _)| p.ends_with("kube-apiserver.log")));
+    assert!(texts.iter().any(|(p, _)| p.starts_with(&bundle)));
+    for (path, text) in &texts {
+        assert!(!text.contains("PRIVATE KEY"), "{} holds a private key", path.display());
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{} holds a secret", path.display());
+        }
+    }
+    running.down(&cluster).await?;
+    Ok(())
+}

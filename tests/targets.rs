@@ -160,6 +160,8 @@ async fn samples_crd_is_established_and_its_controller_reconciles(
 #[rstest]
 #[case::unknown_kind("unknown-kind", "before-the-widget")]
 #[case::backend_exits("backend-exits", "backend-exits-config")]
+#[case::backend_missing_program("backend-missing-program", "backend-missing-program-config")]
+#[case::backend_hangs("backend-hangs", "backend-hangs-config")]
 #[tokio::test]
 async fn a_failed_bring_up_is_reported_and_rolled_back(
     #[future] cluster: &'static Cluster,
@@ -182,7 +184,7 @@ async fn a_failed_bring_up_is_reported_and_rolled_back(
         .replace(&format!("{}/", dir.display()), "")
         .replace(&cluster.info().run_dir.display().to_string(), "[run-dir]");
     // What discovery itself answered is upstream's wording; keep ours.
-    let shown = message.split(" (discovery said:").next().unwrap_or_default().to_owned();
+    let shown = kube_harness::snapshot::redact_ports(message.split(" (discovery said:").next().unwrap_or_default());
     insta::with_settings!({ snapshot_suffix => case }, {
         insta::assert_snapshot!("failed_bring_up", shown);
     });

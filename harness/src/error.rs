@@ -100,6 +100,22 @@ pub enum Error {
         tail: String,
     },
 
+    /// A component of a running cluster exited (killed, crashed, out of memory).
+    #[error(
+        "{component} exited while the cluster was in use ({status}); the cluster is unusable, start a new one. \
+         Last lines of {log:?}:\n{tail}"
+    )]
+    Exited {
+        /// etcd or kube-apiserver.
+        component: &'static str,
+        /// Its exit status.
+        status: String,
+        /// The log file.
+        log: PathBuf,
+        /// Tail of the log.
+        tail: String,
+    },
+
     /// A component did not become ready in time.
     #[error("{component} not ready after {timeout:?} (last probe: {last_probe}); last lines of {log:?}:\n{tail}")]
     StartupTimeout {

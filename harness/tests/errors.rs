@@ -130,3 +130,52 @@ async fn an_assets_directory_without_kube_apiserver_names_it() -> anyhow::Result
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// Killing etcd or kube-apiserver under a running test: `Cluster::watch` turns the request
+/// that would otherwise hang (kube-apiserver holds requests for a minute without etcd) into
+/// an `Error::Exited` naming the component, with its log tail, within seconds.
+#[rstest::rstest]
+#[case::etcd("etcd", 1)]
+#[case::kube_apiserver("kube-apiserver", 0)]
+#[tokio::test]
+async fn a_component_killed_mid_test_fails_the_test_within_seconds(
+    #[case] component: &str,
+    #[case] index: usize,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let cluster = ControlPlane::builder().start().await?;
+    let api: kube::Api<Namespace> = kube::Api::all(cluster.client().await?);
+    cluster.watch(api.list(&Default::default())).await??;
+    let pid = cluster.pids()[index];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let started = Instant::now();
+    // A loop of requests, as a test would make; it must end with the watch's error.
+    let work = async {
+        loop {
+            let _ = api.list(&Default::default()).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let err = cluster.watch(work).await.err();
+    let elapsed = started.elapsed();
+    let Some(Error::Exited {
+        component: dead, tail, ..
+    }) = &err
+    else {
+        panic!("expected Error::Exited, got {err:?}");
+    };
+    assert_eq!(*dead, component);
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let message = err.as_ref().map(ToString::to_string).unwrap_or_default();
+    assert!(message.contains("signal: 9"), "{message}");
+    assert!(message.contains("start a new one"), "{message}");
+    // The log tail is there (etcd logs at warn level, so its tail may be short but the
+    // apiserver's never is).
+    if component == "kube-apiserver" {
+        assert!(!tail.trim().is_empty(), "{message}");
+    }
+    Ok(())
+}

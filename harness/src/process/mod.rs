@@ -214,6 +214,16 @@ impl Child {
         }
     }
 
+    /// The error to report when the child exited while it was in use.
+    pub(crate) fn exited_in_use_error(&self, status: ExitStatus) -> Error {
+        Error::Exited {
+            component: self.component,
+            status: status.to_string(),
+            log: self.log.clone(),
+            tail: self.log_tail(30),
+        }
+    }
+
     /// Stop the process group: SIGTERM, wait up to `grace`, then SIGKILL. Idempotent.
     pub fn stop(&self, grace: Duration) {
         let started = Instant::now();
@@ -271,6 +281,22 @@ impl Drop for Child {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// An error and its sources, `: `-separated (reqwest's own Display hides the cause, such as
+/// "Connection refused").
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// Pids of the processes in process group `pgid` that are still running (zombies, which have
@@ -365,7 +391,10 @@ pub(crate) async fn wait_http_ready(
     wait_ready(child, timeout, || {
         let req = client.get(url);
         async move {
-            let resp = req.send().await.map_err(|e| format!("GET {url}: {e:?}"))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
             if status.is_success() && expect.is_none_or(|e| body.contains(e)) {

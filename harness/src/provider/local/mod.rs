@@ -497,14 +497,38 @@ impl Cluster {
     /// Fail fast if etcd or kube-apiserver has died.
     ///
     /// # Errors
-    /// [`Error::ExitedBeforeReady`] naming the dead component, with its log tail.
+    /// [`Error::Exited`] naming the dead component, with its log tail.
     pub fn check_alive(&self) -> Result<()> {
         for child in [&self.etcd, &self.apiserver] {
             if let Some(status) = child.try_exit() {
-                return Err(child.exited_error(status));
+                return Err(child.exited_in_use_error(status));
             }
         }
         Ok(())
+    }
+
+    /// Run `work`, but fail within 50 ms if etcd or kube-apiserver exits meanwhile: without
+    /// etcd, kube-apiserver holds requests for up to a minute before it answers.
+    ///
+    /// # Errors
+    /// [`Error::Exited`] naming the component, with its exit status and log tail.
+    ///
+    /// ```no_run
+    /// # async fn wrapper(cluster: &kube_harness::Cluster) -> Result<(), Box<dyn std::error::Error>> {
+    /// use k8s_openapi::api::core::v1::Namespace;
+    /// let api: kube::Api<Namespace> = kube::Api::all(cluster.client().await?);
+    /// let namespaces = cluster.watch(api.list(&Default::default())).await??;
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch<F: std::future::Future>(&self, work: F) -> Result<F::Output> {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                _ = tick.tick() => self.check_alive()?,
+            }
+        }
     }
 
     /// The command lines of etcd and kube-apiserver, program first, exactly as spawned (for
