@@ -204,3 +204,51 @@ fn verify_fails_naming_the_failed_check() -> anyhow::Result<()> {
     std::fs::remove_dir_all(bundle)?;
     Ok(())
 }
+
+/// `--target` picks targets by name and `--budget` turns a slow start into a failed check
+/// (0.001 s cannot be met), shown in the table and in JUnit; startup phases are printed.
+#[test]
+fn verify_selects_targets_and_enforces_a_startup_budget() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let junit = std::env::temp_dir().join(format!("kh-verify-budget-{}.xml", std::process::id()));
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args(["verify", "--target", "samples", "--budget", "0.001", "--junit"])
+        .arg(&junit)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL startup within the 0.001s budget"), "{stdout}");
+    assert!(stdout.contains("\nsamples — "), "{stdout}");
+    assert!(
+        !stdout.contains("\nwardle — ") && !stdout.contains("\nrequests — "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("startup: ") && stdout.contains("kube-apiserver "),
+        "{stdout}"
+    );
+    let xml = std::fs::read_to_string(&junit)?;
+    assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+    assert!(xml.contains("classname=\"control-plane\""), "{xml}");
+    std::fs::remove_file(junit)?;
+    Ok(())
+}
+
+/// An unknown `--target` is refused before any cluster starts, naming the known targets.
+#[test]
+fn verify_names_the_known_targets_when_one_is_unknown() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args(["verify", "--target", "nope"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no target named \"nope\"; the directories given hold: requests, samples, wardle"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("starting Kubernetes"), "{stderr}");
+    Ok(())
+}

@@ -59,6 +59,18 @@ enum Command {
         /// failed target.
         #[arg(long, value_name = "DIR", default_value = "kube-harness-bundles")]
         bundle: PathBuf,
+        /// Verify only the target with this name (its `metadata.name`, else its directory
+        /// name). Repeatable.
+        #[arg(long = "target", value_name = "NAME")]
+        only: Vec<String>,
+        /// When a check fails, keep the control plane running (KUBECONFIG printed) until
+        /// Ctrl-C, to look around beside the failure bundle; it is still removed afterwards.
+        #[arg(long)]
+        keep_on_failure: bool,
+        /// Fail the run if the control plane takes longer than this many seconds to start
+        /// (reported as a check, so JUnit shows it).
+        #[arg(long, value_name = "SECONDS")]
+        budget: Option<f64>,
     },
     /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed.
     Assets,
@@ -97,7 +109,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", assets.dir().display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { dirs, junit, bundle } => verify(version, &dirs, junit.as_deref(), &bundle).await,
+        Command::Verify {
+            dirs,
+            junit,
+            bundle,
+            only,
+            keep_on_failure,
+            budget,
+        } => {
+            let options = VerifyOptions {
+                junit,
+                bundle,
+                only,
+                keep_on_failure,
+                budget,
+            };
+            verify(version, &dirs, &options).await
+        }
         Command::Up { kubeconfig, fixtures } => {
             let loaded = load_targets(&fixtures)?;
             let cluster = start(version).await?;
@@ -184,15 +212,67 @@ fn target_dirs(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-async fn verify(
-    version: KubeVersion,
-    dirs: &[PathBuf],
-    junit: Option<&std::path::Path>,
-    bundle: &std::path::Path,
-) -> anyhow::Result<ExitCode> {
-    let targets = load_targets(&target_dirs(dirs)?)?;
+struct VerifyOptions {
+    junit: Option<PathBuf>,
+    bundle: PathBuf,
+    only: Vec<String>,
+    keep_on_failure: bool,
+    budget: Option<f64>,
+}
+
+/// The targets named by `--target` (all when none is named); an unknown name is an error
+/// listing the known ones.
+fn select_targets(targets: Vec<Target>, only: &[String]) -> anyhow::Result<Vec<Target>> {
+    if only.is_empty() {
+        return Ok(targets);
+    }
+    let known: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    for name in only {
+        anyhow::ensure!(
+            known.contains(name),
+            "no target named {name:?}; the directories given hold: {}",
+            known.join(", ")
+        );
+    }
+    Ok(targets.into_iter().filter(|t| only.contains(&t.name)).collect())
+}
+
+fn print_results(target: &str, results: &[kube_harness::check::CheckResult]) {
+    let passed = results.iter().filter(|r| r.passed).count();
+    println!("\n{target} — {passed}/{} checks passed", results.len());
+    for r in results {
+        println!(
+            "  {} {:<58} {:>7.3}s  {}",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.check,
+            r.duration.as_secs_f64(),
+            r.detail.lines().next().unwrap_or_default()
+        );
+    }
+}
+
+/// The startup budget as a check of its own, so it shows in the table and in JUnit.
+fn budget_check(cluster: &Cluster, budget: f64) -> kube_harness::check::CheckResult {
+    let took = cluster.timings().total;
+    kube_harness::check::CheckResult {
+        target: "control-plane".into(),
+        check: format!("startup within the {budget}s budget"),
+        passed: took.as_secs_f64() <= budget,
+        detail: format!("started in {:.2}s", took.as_secs_f64()),
+        duration: took,
+        data: None,
+    }
+}
+
+async fn verify(version: KubeVersion, dirs: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<ExitCode> {
+    let targets = select_targets(load_targets(&target_dirs(dirs)?)?, &options.only)?;
     let cluster = start(version).await?;
     let mut all = Vec::new();
+    if let Some(budget) = options.budget {
+        let check = budget_check(&cluster, budget);
+        print_results("control-plane", std::slice::from_ref(&check));
+        all.push(check);
+    }
     for target in &targets {
         eprintln!(
             "kube-harness: verifying target {} ({})",
@@ -200,36 +280,43 @@ async fn verify(
             target.dir.display()
         );
         let results = kube_harness::check::verify_target(&cluster, target).await;
-        let passed = results.iter().filter(|r| r.passed).count();
-        println!("\n{} — {passed}/{} checks passed", target.name, results.len());
-        for r in &results {
-            println!(
-                "  {} {:<58} {:>7.3}s  {}",
-                if r.passed { "PASS" } else { "FAIL" },
-                r.check,
-                r.duration.as_secs_f64(),
-                r.detail.lines().next().unwrap_or_default()
-            );
-        }
+        print_results(&target.name, &results);
         if results.iter().any(|r| !r.passed) {
-            let dir = bundle.join(&target.name);
+            let dir = options.bundle.join(&target.name);
             let files = kube_harness::check::write_failure_bundle(&cluster, target, &dir).await?;
             println!("  failure bundle: {} ({} files)", dir.display(), files.len());
         }
         all.extend(results);
     }
-    cluster.stop();
-    if let Some(path) = junit {
+    let failed = all.iter().filter(|r| !r.passed).count();
+    if let Some(path) = &options.junit {
         std::fs::write(path, kube_harness::check::junit(&all))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let failed = all.iter().filter(|r| !r.passed).count();
+    let t = cluster.timings();
     println!(
         "\n{} targets, {} checks: {} passed, {failed} failed",
         targets.len(),
         all.len(),
         all.len() - failed
     );
+    println!(
+        "startup: {:.2}s (binaries {:.2}s, etcd template {:.2}s, certificates {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
+        t.total.as_secs_f64(),
+        t.assets.as_secs_f64(),
+        t.template.as_secs_f64(),
+        t.pki.as_secs_f64(),
+        t.etcd.as_secs_f64(),
+        t.apiserver.as_secs_f64()
+    );
+    if failed > 0 && options.keep_on_failure {
+        println!("\nkube-harness: keeping the cluster for inspection (--keep-on-failure); Ctrl-C to stop");
+        println!("  export KUBECONFIG={}", cluster.kubeconfig_path().display());
+        println!("  export PATH={}:$PATH", cluster.assets().dir().display());
+        println!("  logs: {}", cluster.info().run_dir.display());
+        wait_for_shutdown_signal().await?;
+    }
+    cluster.stop();
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
