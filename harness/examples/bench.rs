@@ -115,8 +115,15 @@ impl BareSetup {
                 .map(|a| a.to_string_lossy().replace(&run_dir, &dir.to_string_lossy()))
                 .collect()
         };
-        let [(_, etcd), (_, apiserver)] = cluster.command_lines();
-        let (etcd, apiserver) = (rewrite(etcd), rewrite(apiserver));
+        let lines = cluster.command_lines();
+        let command = |component: &str| -> anyhow::Result<Vec<String>> {
+            let (_, args) = lines
+                .iter()
+                .find(|(c, _)| *c == component)
+                .with_context(|| format!("no {component} command line"))?;
+            Ok(rewrite(args))
+        };
+        let (etcd, apiserver) = (command("etcd")?, command("kube-apiserver")?);
         let port_of = |args: &[String], flag: &str| -> anyhow::Result<String> {
             let value = args
                 .iter()

@@ -100,6 +100,15 @@ pub enum Error {
         tail: String,
     },
 
+    /// A cluster handle could not be used.
+    #[error("cannot attach to the cluster in {file:?}: {problem}")]
+    Attach {
+        /// The handle file (`KUBE_HARNESS_CLUSTER`).
+        file: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
     /// A component of a running cluster exited (killed, crashed, out of memory).
     #[error(
         "{component} exited while the cluster was in use ({status}); the cluster is unusable, start a new one. \

@@ -44,6 +44,6 @@ pub mod snapshot;
 #[doc(inline)]
 pub use error::{Error, Result};
 #[doc(inline)]
-pub use provider::local::{Cluster, ClusterInfo, ControlPlane, StartupTimings};
+pub use provider::local::{Cluster, ClusterHandle, ClusterInfo, ControlPlane, StartupTimings};
 #[doc(inline)]
 pub use provider::shared;

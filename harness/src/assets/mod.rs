@@ -106,9 +106,19 @@ pub enum AssetSource {
     Cache,
     /// Built just now from Go modules.
     Built,
+    /// Recorded by a cluster another process started, which this process attached to.
+    Attached,
 }
 
 impl Assets {
+    /// The binaries a cluster started elsewhere runs (see [`crate::Cluster::attach`]).
+    pub(crate) fn attached(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            source: AssetSource::Attached,
+        }
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir

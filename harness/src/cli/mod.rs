@@ -1,5 +1,7 @@
 //! `kube-harness up | exec | assets`.
 
+mod detach;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +36,29 @@ enum Command {
         /// Available) before the cluster is handed over. Repeatable.
         #[arg(long = "fixtures", value_name = "DIR")]
         fixtures: Vec<PathBuf>,
+        /// Run in the background and return once the cluster is ready; stop it with
+        /// `kube-harness down`. Test processes attach to it through `KUBE_HARNESS_CLUSTER`.
+        #[arg(long)]
+        detach: bool,
+        /// Append `KUBE_HARNESS_CLUSTER=…` and `KUBECONFIG=…` lines to this file (a
+        /// cargo-nextest setup script passes `$NEXTEST_ENV`).
+        #[arg(long, value_name = "FILE")]
+        env_file: Option<PathBuf>,
+        /// Stop when the process with this pid exits (for runners with no teardown step).
+        #[arg(long, value_name = "PID")]
+        stop_with: Option<u32>,
+        /// Internal: the background half of --detach.
+        #[arg(long, hide = true)]
+        serve_detached: bool,
+    },
+    /// Stop a cluster started with `up --detach` and wait until its processes are gone.
+    Down {
+        /// The env file `up --detach --env-file` wrote.
+        #[arg(long, value_name = "FILE")]
+        env_file: Option<PathBuf>,
+        /// The handle file (the `KUBE_HARNESS_CLUSTER` value); default: that variable.
+        #[arg(long, value_name = "FILE")]
+        cluster: Option<PathBuf>,
     },
     /// Start a control plane, run a command with KUBECONFIG set and the binaries on PATH,
     /// stop, and exit with the command's status.
@@ -126,7 +151,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             verify(version, &dirs, &options).await
         }
-        Command::Up { kubeconfig, fixtures } => {
+        Command::Down { env_file, cluster } => detach::down(cluster.as_deref(), env_file.as_deref()),
+        Command::Up {
+            kubeconfig,
+            fixtures,
+            detach: true,
+            env_file,
+            stop_with,
+            serve_detached: false,
+        } => {
+            load_targets(&fixtures)?;
+            let args = detach::background_args(
+                version,
+                kubeconfig.as_deref(),
+                &fixtures,
+                env_file.as_deref(),
+                stop_with,
+            );
+            detach::detach(&args)
+        }
+        Command::Up {
+            kubeconfig,
+            fixtures,
+            env_file,
+            stop_with,
+            serve_detached: true,
+            ..
+        } => {
+            let loaded = load_targets(&fixtures)?;
+            let cluster = start(version).await?;
+            let targets = up_targets(&cluster, &loaded).await?;
+            if let Some(path) = &kubeconfig {
+                cluster.write_kubeconfig(path)?;
+            }
+            let shown = kubeconfig.as_deref().unwrap_or(cluster.kubeconfig_path());
+            detach::announce(&cluster.handle(), env_file.as_deref(), shown)?;
+            // The foreground half has exited and closed the pipe: nothing more goes to stdout.
+            if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdout(&null);
+            }
+            detach::wait_for_stop(stop_with).await?;
+            down_targets(&cluster, targets).await;
+            cluster.stop();
+            if let Some(path) = kubeconfig {
+                let _ = std::fs::remove_file(path);
+            }
+            detach::remove_daemon_log();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up {
+            kubeconfig, fixtures, ..
+        } => {
             let loaded = load_targets(&fixtures)?;
             let cluster = start(version).await?;
             let targets = up_targets(&cluster, &loaded).await?;

@@ -121,6 +121,32 @@ impl Ca {
     /// [`Error::Pki`] if key generation or signing fails.
     pub fn new(name: &str) -> Result<Self> {
         let key = KeyPair::generate().map_err(pki_err(name))?;
+        let params = Self::params(name);
+        let cert = params.self_signed(&key).map_err(pki_err(name))?;
+        Ok(Self {
+            name: name.to_owned(),
+            cert_pem: cert.pem(),
+            params,
+            key,
+        })
+    }
+
+    /// A CA made by [`Ca::new`] earlier, from its certificate and key PEM (as written to a
+    /// PKI directory). Certificates it issues verify against `cert_pem`.
+    ///
+    /// # Errors
+    /// [`Error::Pki`] if the key cannot be parsed.
+    pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> Result<Self> {
+        let key = KeyPair::from_pem(key_pem).map_err(pki_err(name))?;
+        Ok(Self {
+            name: name.to_owned(),
+            cert_pem: cert_pem.to_owned(),
+            params: Self::params(name),
+            key,
+        })
+    }
+
+    fn params(name: &str) -> CertificateParams {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -130,13 +156,7 @@ impl Ca {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let cert = params.self_signed(&key).map_err(pki_err(name))?;
-        Ok(Self {
-            name: name.to_owned(),
-            cert_pem: cert.pem(),
-            params,
-            key,
-        })
+        params
     }
 
     /// The CA certificate, PEM (what goes into a `caBundle` or a `--*-ca-file`).
@@ -213,8 +233,18 @@ pub struct ClusterPki {
     dir: PathBuf,
 }
 
+const SERVING_CA_NAME: &str = "kube-harness-serving-ca";
+const CLIENT_CA_NAME: &str = "kube-harness-client-ca";
+const FRONT_PROXY_CA_NAME: &str = "kube-harness-front-proxy-ca";
+
 /// File names inside the PKI directory.
 pub mod files {
+    /// Serving CA key (so a process attaching to the cluster can issue certificates too).
+    pub const SERVING_CA_KEY: &str = "serving-ca.key";
+    /// Client CA key (to issue user certificates).
+    pub const CLIENT_CA_KEY: &str = "client-ca.key";
+    /// Front-proxy CA key.
+    pub const FRONT_PROXY_CA_KEY: &str = "front-proxy-ca.key";
     /// Serving CA certificate.
     pub const SERVING_CA: &str = "serving-ca.crt";
     /// Client CA certificate.
@@ -245,9 +275,9 @@ impl ClusterPki {
     /// # Errors
     /// [`Error::Pki`] on generation failures, [`Error::Io`] when files cannot be written.
     pub fn generate(dir: &Path) -> Result<Self> {
-        let serving_ca = Ca::new("kube-harness-serving-ca")?;
-        let client_ca = Ca::new("kube-harness-client-ca")?;
-        let front_proxy_ca = Ca::new("kube-harness-front-proxy-ca")?;
+        let serving_ca = Ca::new(SERVING_CA_NAME)?;
+        let client_ca = Ca::new(CLIENT_CA_NAME)?;
+        let front_proxy_ca = Ca::new(FRONT_PROXY_CA_NAME)?;
         let apiserver = serving_ca.issue(&CertSpec::serving(
             [
                 "localhost",
@@ -281,9 +311,54 @@ impl ClusterPki {
         Ok(pki)
     }
 
+    /// Read a PKI directory written by [`ClusterPki::generate`] (by this process or another,
+    /// such as a detached `kube-harness up`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming a missing file, [`Error::Pki`] for an unparsable key.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            fs::read_to_string(&path).map_err(Error::io("read", &path))
+        };
+        let keyed = |crt: &str, key: &str| -> Result<KeyedCert> {
+            Ok(KeyedCert {
+                cert_pem: read(crt)?,
+                key_pem: read(key)?,
+            })
+        };
+        Ok(Self {
+            serving_ca: Ca::from_pem(
+                SERVING_CA_NAME,
+                &read(files::SERVING_CA)?,
+                &read(files::SERVING_CA_KEY)?,
+            )?,
+            client_ca: Ca::from_pem(CLIENT_CA_NAME, &read(files::CLIENT_CA)?, &read(files::CLIENT_CA_KEY)?)?,
+            front_proxy_ca: Ca::from_pem(
+                FRONT_PROXY_CA_NAME,
+                &read(files::FRONT_PROXY_CA)?,
+                &read(files::FRONT_PROXY_CA_KEY)?,
+            )?,
+            apiserver: keyed(files::APISERVER_CRT, files::APISERVER_KEY)?,
+            admin: keyed(files::ADMIN_CRT, files::ADMIN_KEY)?,
+            front_proxy_client: keyed(files::FRONT_PROXY_CLIENT_CRT, files::FRONT_PROXY_CLIENT_KEY)?,
+            sa_key_pem: read(files::SA_KEY)?,
+            sa_pub_pem: read(files::SA_PUB)?,
+            dir: dir.to_owned(),
+        })
+    }
+
     fn write(&self) -> Result<()> {
         create_private_dir(&self.dir)?;
-        let entries: [(&str, &str); 11] = [
+        let (serving_ca_key, client_ca_key, front_proxy_ca_key) = (
+            self.serving_ca.key.serialize_pem(),
+            self.client_ca.key.serialize_pem(),
+            self.front_proxy_ca.key.serialize_pem(),
+        );
+        let entries: [(&str, &str); 14] = [
+            (files::SERVING_CA_KEY, &serving_ca_key),
+            (files::CLIENT_CA_KEY, &client_ca_key),
+            (files::FRONT_PROXY_CA_KEY, &front_proxy_ca_key),
             (files::SERVING_CA, self.serving_ca.cert_pem()),
             (files::CLIENT_CA, self.client_ca.cert_pem()),
             (files::FRONT_PROXY_CA, self.front_proxy_ca.cert_pem()),

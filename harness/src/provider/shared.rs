@@ -6,7 +6,10 @@ use super::local::{Cluster, ControlPlane};
 use crate::error::{Error, Result};
 
 /// The process-wide cluster, started by the first caller with the default
-/// [`ControlPlane`] settings (override the version with `KUBE_HARNESS_K8S_VERSION`).
+/// [`ControlPlane`] settings (override the version with `KUBE_HARNESS_K8S_VERSION`) — or, when
+/// `KUBE_HARNESS_CLUSTER` names a handle file (`kube-harness up --detach` prints it), the
+/// cluster that process runs, attached to instead of started, so several test binaries share
+/// one cluster.
 ///
 /// Tests run on separate tokio runtimes, so share the cluster's *data* and build a client per
 /// test with [`Cluster::client`]. The cluster lives in a `static` and is never dropped: its
@@ -29,7 +32,13 @@ use crate::error::{Error, Result};
 pub async fn shared() -> Result<&'static Cluster> {
     static SHARED: OnceCell<std::result::Result<Cluster, String>> = OnceCell::const_new();
     let started = SHARED
-        .get_or_init(|| async { ControlPlane::builder().start().await.map_err(|e| e.to_string()) })
+        .get_or_init(|| async {
+            let started = match std::env::var_os("KUBE_HARNESS_CLUSTER").filter(|v| !v.is_empty()) {
+                Some(handle) => Cluster::attach(std::path::Path::new(&handle)).await,
+                None => ControlPlane::builder().start().await,
+            };
+            started.map_err(|e| e.to_string())
+        })
         .await;
     started.as_ref().map_err(|message| Error::SharedStart(message.clone()))
 }

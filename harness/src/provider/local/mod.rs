@@ -214,22 +214,25 @@ impl ControlPlane {
         );
         kubeconfig::write(&admin_kubeconfig, &kubeconfig_path)?;
 
+        let run_path = run_dir.path().to_owned();
         let mut cluster = Cluster {
-            apiserver: apiserver.child,
-            etcd: etcd.child,
+            processes: Processes::Owned {
+                apiserver: apiserver.child,
+                etcd: etcd.child,
+                _run_dir: run_dir,
+            },
             info: ClusterInfo {
                 server,
                 etcd_url: etcd.url,
                 version: self.version,
                 kubeconfig: kubeconfig_path,
-                run_dir: run_dir.path().to_owned(),
+                run_dir: run_path,
                 assets_dir: assets.dir().to_owned(),
             },
             admin_kubeconfig,
             pki: Arc::new(pki),
             assets,
             timings: StartupTimings::default(),
-            _run_dir: run_dir,
         };
         cluster
             .wait_for_default_namespace(self.start_timeout)
@@ -277,25 +280,63 @@ impl<'de> serde::Deserialize<'de> for KubeVersion {
 /// A running local control plane. Dropping it kills kube-apiserver, then etcd (their state is
 /// thrown away, so there is nothing to wait a graceful shutdown for), and removes the run
 /// directory.
+///
+/// A cluster attached to with [`Cluster::attach`] (one a detached `kube-harness up` runs) is
+/// left running when dropped.
 #[derive(Debug)]
 pub struct Cluster {
-    // Field order is drop order: the apiserver stops before etcd, and the run directory goes
-    // last.
-    apiserver: Child,
-    etcd: Child,
+    processes: Processes,
     info: ClusterInfo,
     admin_kubeconfig: Kubeconfig,
     pki: Arc<ClusterPki>,
     assets: Assets,
     timings: StartupTimings,
-    _run_dir: RunDir,
+}
+
+#[derive(Debug)]
+enum Processes {
+    /// Started by this process, stopped with the cluster. Field order is drop order: the run
+    /// directory goes after the processes are gone.
+    Owned {
+        apiserver: Child,
+        etcd: Child,
+        _run_dir: RunDir,
+    },
+    /// Started by another process, which keeps them.
+    Attached(ClusterHandle),
+}
+
+/// What another process needs to use a running cluster: written by `kube-harness up --detach`
+/// as `cluster.json` in the run directory, read by [`Cluster::attach`] (and by [`crate::shared`]
+/// when `KUBE_HARNESS_CLUSTER` names the file).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterHandle {
+    /// Where the cluster is.
+    pub info: ClusterInfo,
+    /// kube-apiserver's pid.
+    pub apiserver_pid: u32,
+    /// etcd's pid.
+    pub etcd_pid: u32,
+    /// The process that owns the cluster (stop it to stop the cluster).
+    pub owner_pid: u32,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.apiserver.kill();
-        self.etcd.kill();
+        if let Processes::Owned { apiserver, etcd, .. } = &self.processes {
+            apiserver.kill();
+            etcd.kill();
+        }
     }
+}
+
+/// Whether `pid` is a live process (not a zombie). Linux: reads `/proc`.
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
 }
 
 impl Cluster {
@@ -336,17 +377,86 @@ impl Cluster {
 
     /// Process ids of kube-apiserver and etcd (each also leads its own process group).
     pub fn pids(&self) -> Vec<u32> {
-        vec![self.apiserver.pid(), self.etcd.pid()]
+        match &self.processes {
+            Processes::Owned { apiserver, etcd, .. } => vec![apiserver.pid(), etcd.pid()],
+            Processes::Attached(h) => vec![h.apiserver_pid, h.etcd_pid],
+        }
     }
 
     /// The log file of kube-apiserver.
-    pub fn apiserver_log(&self) -> &Path {
-        self.apiserver.log()
+    pub fn apiserver_log(&self) -> PathBuf {
+        self.info.run_dir.join(processes::APISERVER_LOG)
     }
 
     /// The log file of etcd.
-    pub fn etcd_log(&self) -> &Path {
-        self.etcd.log()
+    pub fn etcd_log(&self) -> PathBuf {
+        self.info.run_dir.join(processes::ETCD_LOG)
+    }
+
+    /// Whether this process started the cluster (and stops it on drop), or attached to one
+    /// another process runs.
+    pub fn is_attached(&self) -> bool {
+        matches!(self.processes, Processes::Attached(_))
+    }
+
+    /// Use a cluster another process started and keeps running (`kube-harness up --detach`
+    /// writes the handle file and prints its path as `KUBE_HARNESS_CLUSTER`). Dropping the
+    /// returned `Cluster` leaves it running.
+    ///
+    /// # Errors
+    /// [`Error::Attach`] if the file cannot be read or the cluster is no longer running;
+    /// [`Error::Io`]/[`Error::Pki`] if its certificates cannot be read.
+    pub async fn attach(handle_file: &Path) -> Result<Self> {
+        let attach_err = |problem: String| Error::Attach {
+            file: handle_file.to_owned(),
+            problem,
+        };
+        let text = std::fs::read_to_string(handle_file).map_err(|e| attach_err(format!("cannot read it: {e}")))?;
+        let handle: ClusterHandle =
+            serde_json::from_str(&text).map_err(|e| attach_err(format!("not a cluster handle: {e}")))?;
+        for (what, pid) in [
+            ("its owner", handle.owner_pid),
+            ("kube-apiserver", handle.apiserver_pid),
+            ("etcd", handle.etcd_pid),
+        ] {
+            if !process_alive(pid) {
+                return Err(attach_err(format!(
+                    "{what} (pid {pid}) is no longer running; start the cluster again (`kube-harness up --detach`)"
+                )));
+            }
+        }
+        let pki = ClusterPki::load(&handle.info.run_dir.join("pki"))?;
+        let admin_kubeconfig = kubeconfig::kubeconfig(
+            &handle.info.server,
+            pki.serving_ca.cert_pem(),
+            crate::pki::ADMIN_USER,
+            Some(&pki.admin),
+            None,
+        );
+        let cluster = Cluster {
+            info: handle.info.clone(),
+            admin_kubeconfig,
+            pki: Arc::new(pki),
+            assets: Assets::attached(handle.info.assets_dir.clone()),
+            timings: StartupTimings::default(),
+            processes: Processes::Attached(handle),
+        };
+        cluster.check_alive()?;
+        Ok(cluster)
+    }
+
+    /// The handle another process needs to [`attach`](Cluster::attach) to this cluster, owned
+    /// by this process.
+    pub fn handle(&self) -> ClusterHandle {
+        match &self.processes {
+            Processes::Owned { apiserver, etcd, .. } => ClusterHandle {
+                info: self.info.clone(),
+                apiserver_pid: apiserver.pid(),
+                etcd_pid: etcd.pid(),
+                owner_pid: std::process::id(),
+            },
+            Processes::Attached(h) => h.clone(),
+        }
     }
 
     /// A client authenticated as the admin (`system:masters`). Build one per test: a kube
@@ -499,9 +609,28 @@ impl Cluster {
     /// # Errors
     /// [`Error::Exited`] naming the dead component, with its log tail.
     pub fn check_alive(&self) -> Result<()> {
-        for child in [&self.etcd, &self.apiserver] {
-            if let Some(status) = child.try_exit() {
-                return Err(child.exited_in_use_error(status));
+        match &self.processes {
+            Processes::Owned { apiserver, etcd, .. } => {
+                for child in [etcd, apiserver] {
+                    if let Some(status) = child.try_exit() {
+                        return Err(child.exited_in_use_error(status));
+                    }
+                }
+            }
+            Processes::Attached(h) => {
+                for (component, pid, log) in [
+                    ("etcd", h.etcd_pid, self.etcd_log()),
+                    ("kube-apiserver", h.apiserver_pid, self.apiserver_log()),
+                ] {
+                    if !process_alive(pid) {
+                        return Err(Error::Exited {
+                            component,
+                            status: format!("pid {pid}, owned by another process, is gone"),
+                            tail: crate::process::tail(&log, 30),
+                            log,
+                        });
+                    }
+                }
             }
         }
         Ok(())
@@ -533,11 +662,25 @@ impl Cluster {
 
     /// The command lines of etcd and kube-apiserver, program first, exactly as spawned (for
     /// reproducing a start by hand, as `scripts/bench` does for its bare baseline).
-    pub fn command_lines(&self) -> [(&'static str, &[OsString]); 2] {
-        [
-            (self.etcd.component(), self.etcd.command()),
-            (self.apiserver.component(), self.apiserver.command()),
-        ]
+    pub fn command_lines(&self) -> Vec<(&'static str, Vec<OsString>)> {
+        match &self.processes {
+            Processes::Owned { apiserver, etcd, .. } => [etcd, apiserver]
+                .iter()
+                .map(|c| (c.component(), c.command().to_vec()))
+                .collect(),
+            Processes::Attached(h) => [("etcd", h.etcd_pid), ("kube-apiserver", h.apiserver_pid)]
+                .iter()
+                .map(|(component, pid)| {
+                    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    let args = raw
+                        .split(|b| *b == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| OsString::from(String::from_utf8_lossy(a).into_owned()))
+                        .collect();
+                    (*component, args)
+                })
+                .collect(),
+        }
     }
 
     /// Stop the cluster now (kube-apiserver, then etcd) and remove its run directory.

@@ -12,6 +12,10 @@ use crate::pki::{ClusterPki, FRONT_PROXY_CLIENT_CN, files};
 use crate::process::{Child, ChildSpec, free_port, probe_client, wait_http_ready};
 
 const PORT_ATTEMPTS: u32 = 4;
+/// kube-apiserver's log, in the run directory.
+pub(super) const APISERVER_LOG: &str = "kube-apiserver.log";
+/// etcd's log, in the run directory.
+pub(super) const ETCD_LOG: &str = "etcd.log";
 
 pub(super) struct Started {
     pub child: Child,
@@ -98,7 +102,7 @@ pub(super) async fn start_etcd(
                 component: "etcd",
                 program: assets.etcd(),
                 args,
-                log: run_dir.join("etcd.log"),
+                log: run_dir.join(ETCD_LOG),
                 cwd: Some(run_dir.to_owned()),
             })?;
             wait_http_ready(
@@ -188,7 +192,7 @@ pub(super) async fn start_apiserver(
                 component: "kube-apiserver",
                 program: assets.kube_apiserver(),
                 args,
-                log: run_dir.join("kube-apiserver.log"),
+                log: run_dir.join(APISERVER_LOG),
                 cwd: Some(run_dir.to_owned()),
             })?;
             wait_http_ready(&child, timeout, &probe_client, &format!("{url}/{readyz}"), None).await?;
