@@ -252,3 +252,69 @@ fn verify_names_the_known_targets_when_one_is_unknown() -> anyhow::Result<()> {
     assert!(!stderr.contains("starting Kubernetes"), "{stderr}");
     Ok(())
 }
+
+/// Child processes of `pid` (by /proc's parent pid field).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .is_some_and(|ppid| ppid == pid.to_string())
+            })
+        })
+        .collect()
+}
+
+/// `kube-harness up` ended by SIGTERM (graceful) or SIGKILL (no chance to clean up): its
+/// etcd and kube-apiserver go with it, and its run directory is removed.
+#[rstest::rstest]
+#[case::sigterm(nix::sys::signal::Signal::SIGTERM)]
+#[case::sigkill(nix::sys::signal::Signal::SIGKILL)]
+fn up_ended_by_a_signal_leaves_nothing_behind(#[case] signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+    let mut child = Command::new(BIN).arg("up").stdout(Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut run_dir = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(dir) = line.trim().strip_prefix("logs: ") {
+            run_dir = Some(std::path::PathBuf::from(dir));
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let run_dir = run_dir.ok_or_else(|| anyhow::anyhow!("up did not print its run directory"))?;
+    let components: Vec<u32> = children_of(child.id())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/exe"))
+                .is_ok_and(|exe| exe.ends_with("etcd") || exe.ends_with("kube-apiserver"))
+        })
+        .collect();
+    assert_eq!(components.len(), 2, "expected etcd and kube-apiserver under up");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(child.id())?), signal)?;
+    child.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let live: Vec<u32> = components
+            .iter()
+            .copied()
+            .filter(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z ")))
+            .collect();
+        if live.is_empty() && !run_dir.exists() {
+            return Ok(());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {signal}: live {live:?}, run dir left: {}",
+            run_dir.exists()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
