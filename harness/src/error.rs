@@ -51,6 +51,27 @@ pub enum Error {
         log: PathBuf,
     },
 
+    /// A downloaded file's checksum differs from the one its index publishes.
+    #[error(
+        "{url}: SHA-512 {actual} does not match the index's {expected}; nothing was installed. \
+         Check the mirror (KUBE_HARNESS_ENVTEST_INDEX), or set it to `off` to build from Go modules"
+    )]
+    Checksum {
+        /// What was downloaded.
+        url: String,
+        /// The published checksum.
+        expected: String,
+        /// The downloaded file's.
+        actual: String,
+    },
+
+    /// A downloaded archive is unreadable or lacks a binary.
+    #[error("envtest tarball: {problem}")]
+    Archive {
+        /// What is wrong.
+        problem: String,
+    },
+
     /// The version string is not `MAJOR.MINOR.PATCH`.
     #[error("invalid Kubernetes version {0:?}: expected MAJOR.MINOR.PATCH such as 1.37.2")]
     InvalidVersion(String),

@@ -1,5 +1,7 @@
 //! Asset resolution: an env var directory wins, a corrupt or partial cache entry is detected
-//! and rebuilt, and a missing `go` yields the documented error.
+//! and rebuilt, a missing `go` yields the documented error, and the envtest release tarball
+//! (served here by a local HTTP server) is downloaded, checksum-verified and cached before any
+//! Go build is tried.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,7 @@ fn without_go_and_without_binaries_the_error_says_what_to_install() -> anyhow::R
         .with_env(env(vec![
             ("KUBE_HARNESS_CACHE", cache.to_string_lossy().into_owned()),
             ("PATH", "/nonexistent-kube-harness-bin".to_owned()),
+            ("KUBE_HARNESS_ENVTEST_INDEX", "off".to_owned()),
         ]))
         .resolve()
         .err();
@@ -117,6 +120,7 @@ fn a_corrupt_or_partial_cache_entry_is_detected_and_rebuilt() -> anyhow::Result<
             ("KUBE_HARNESS_CACHE", root.to_string_lossy().into_owned()),
             ("PATH", path),
             ("HOME", home),
+            ("KUBE_HARNESS_ENVTEST_INDEX", "off".to_owned()),
         ]))
         .resolve()?;
     assert_eq!(rebuilt.source(), &AssetSource::Built);
@@ -135,5 +139,148 @@ fn a_corrupt_or_partial_cache_entry_is_detected_and_rebuilt() -> anyhow::Result<
     let out = std::process::Command::new(rebuilt.etcd()).arg("--version").output()?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("etcd Version"), "{out:?}");
     std::fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+type Files = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 answering GET with the bytes `files` holds for the path
+/// (404 otherwise), until the test process ends.
+fn serve(files: Files) -> anyhow::Result<u16> {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            let body = files
+                .lock()
+                .ok()
+                .and_then(|f| f.iter().find(|(p, _)| *p == path).map(|(_, b)| b.clone()));
+            let mut stream = &stream;
+            let _ = match body {
+                Some(body) => stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(&body)),
+                None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            };
+        }
+    });
+    Ok(port)
+}
+
+/// A gzipped tarball laid out as controller-tools publishes envtest, with shell scripts
+/// standing in for the binaries.
+fn envtest_tarball() -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    for name in ["etcd", "kube-apiserver", "kubectl", "README.md"] {
+        let body = format!("#!/bin/sh\necho {name}\n");
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("controller-tools/envtest/{name}"), body.as_bytes())?;
+    }
+    Ok(builder.into_inner()?.finish()?)
+}
+
+/// Serve an envtest index (listing `listed_version`, with `hash`) and the tarball; returns the
+/// port and a fresh cache directory.
+fn serve_envtest(name: &str, listed_version: &str, hash: &str) -> anyhow::Result<(u16, PathBuf)> {
+    let files = Files::default();
+    let port = serve(files.clone())?;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let file = format!("envtest-v{listed_version}-linux-{arch}.tar.gz");
+    let index = format!(
+        "releases:\n  v{listed_version}:\n    {file}:\n      hash: {hash}\n      selfLink: http://127.0.0.1:{port}/{file}\n"
+    );
+    *files.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = vec![
+        ("/envtest-releases.yaml".to_owned(), index.into_bytes()),
+        (format!("/{file}"), envtest_tarball()?),
+    ];
+    Ok((port, temp_dir(name)?))
+}
+
+fn resolver_for(cache: &Path, port: u16) -> Resolver {
+    Resolver::new(KubeVersion::default()).with_env(env(vec![
+        ("KUBE_HARNESS_CACHE", cache.to_string_lossy().into_owned()),
+        // No Go: a build would fail, so success means the download was used.
+        ("PATH", "/nonexistent-kube-harness-bin".to_owned()),
+        (
+            "KUBE_HARNESS_ENVTEST_INDEX",
+            format!("http://127.0.0.1:{port}/envtest-releases.yaml"),
+        ),
+    ]))
+}
+
+fn sha512(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha512::digest(bytes))
+}
+
+#[test]
+fn the_envtest_tarball_is_downloaded_checksum_verified_and_cached() -> anyhow::Result<()> {
+    let version = KubeVersion::default().to_string();
+    let (port, cache) = serve_envtest("envtest-ok", &version, &sha512(&envtest_tarball()?))?;
+    let assets = resolver_for(&cache, port).resolve()?;
+    assert_eq!(assets.source(), &AssetSource::Downloaded);
+    for b in BINARIES {
+        let body = std::fs::read_to_string(assets.dir().join(b))?;
+        assert_eq!(body, format!("#!/bin/sh\necho {b}\n"));
+    }
+    assert!(
+        !assets.dir().join("README.md").exists(),
+        "only the binaries are installed"
+    );
+    // The next lookup finds the verified cache entry.
+    let again = resolver_for(&cache, port).resolve()?;
+    assert_eq!(again.source(), &AssetSource::Cache);
+    std::fs::remove_dir_all(&cache)?;
+    Ok(())
+}
+
+#[test]
+fn a_tarball_with_the_wrong_checksum_is_refused_and_not_installed() -> anyhow::Result<()> {
+    let version = KubeVersion::default().to_string();
+    let (port, cache) = serve_envtest("envtest-bad", &version, &"0".repeat(128))?;
+    let err = resolver_for(&cache, port).resolve().err();
+    let Some(err @ Error::Checksum { .. }) = err else {
+        panic!("expected a checksum error, got {err:?}");
+    };
+    assert!(err.to_string().contains("does not match the index's 000"), "{err}");
+    assert!(
+        !cache.join(format!("k8s-{version}")).exists(),
+        "a corrupt download was installed"
+    );
+    std::fs::remove_dir_all(&cache)?;
+    Ok(())
+}
+
+#[test]
+fn a_version_the_index_does_not_list_falls_back_to_the_go_build() -> anyhow::Result<()> {
+    let (port, cache) = serve_envtest("envtest-unlisted", "1.2.3", &sha512(&envtest_tarball()?))?;
+    let err = resolver_for(&cache, port).resolve().err();
+    // With no Go on PATH the fallback build reports what to install.
+    assert!(matches!(err, Some(Error::GoMissing { .. })), "{err:?}");
+    std::fs::remove_dir_all(&cache)?;
     Ok(())
 }

@@ -6,9 +6,14 @@
 //! 2. The cache: `$KUBE_HARNESS_CACHE`, else `$XDG_CACHE_HOME/kube-harness`, else
 //!    `~/.cache/kube-harness`, entry `k8s-<version>/` with a `manifest.json` that records the
 //!    size and SHA-256 of each binary; an entry that does not match is rebuilt.
-//! 3. A build from Go modules (see [`build`]): needs `go` on `PATH`.
+//! 3. The envtest release tarball for the version, from controller-tools' index (or the one
+//!    `KUBE_HARNESS_ENVTEST_INDEX` names; `off` skips this), SHA-512 checked against the index
+//!    and installed into the cache entry. Unlisted versions and unreachable indexes (offline
+//!    machines fail in milliseconds) fall through; a checksum mismatch is an error.
+//! 4. A build from Go modules (see [`build`]): needs `go` on `PATH`.
 
 mod build;
+mod envtest;
 mod gobin;
 mod manifest;
 
@@ -106,6 +111,8 @@ pub enum AssetSource {
     Cache,
     /// Built just now from Go modules.
     Built,
+    /// Downloaded just now as the envtest release tarball (checksum verified).
+    Downloaded,
     /// Recorded by a cluster another process started, which this process attached to.
     Attached,
 }
@@ -240,6 +247,24 @@ impl Resolver {
                 source: AssetSource::Cache,
             });
         }
+        let index = self
+            .env
+            .var("KUBE_HARNESS_ENVTEST_INDEX")
+            .unwrap_or_else(|| envtest::DEFAULT_INDEX.to_owned());
+        if index != "off" {
+            match self.download(&index, &entry) {
+                Ok(()) => {
+                    return Ok(Assets {
+                        dir: entry,
+                        source: AssetSource::Downloaded,
+                    });
+                }
+                Err(envtest::Miss::Unavailable(reason)) => {
+                    eprintln!("kube-harness: no envtest tarball ({reason}); building from Go modules instead");
+                }
+                Err(envtest::Miss::Fatal(e)) => return Err(e),
+            }
+        }
         let go = self.find_go().ok_or_else(|| Error::GoMissing {
             version: self.version.to_string(),
             searched: format!("KUBE_HARNESS_ASSETS, KUBEBUILDER_ASSETS and the cache {entry:?}"),
@@ -271,6 +296,30 @@ impl Resolver {
     pub fn go_binary(&self, module: &str, version: &str) -> Result<PathBuf> {
         let go = self.find_go();
         gobin::go_binary(go.as_deref(), &self.cache_root(), module, version, &self.version)
+    }
+
+    /// Install the envtest tarball into the cache entry, under the cache lock.
+    fn download(&self, index: &str, entry: &Path) -> std::result::Result<(), envtest::Miss> {
+        let fatal = envtest::Miss::Fatal;
+        let root = self.cache_root();
+        let _lock = lock_cache(&root, &format!("k8s-{}", self.version)).map_err(fatal)?;
+        if manifest::verify_cached(entry, &self.version).is_ok() {
+            return Ok(());
+        }
+        let tmp = root.join(format!(".tmp-envtest-{}-{}", self.version, std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let installed = envtest::install(index, &self.version, &tmp);
+        if installed.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return installed;
+        }
+        if entry.exists() {
+            std::fs::remove_dir_all(entry).map_err(|e| fatal(Error::io("remove", entry)(e)))?;
+        }
+        std::fs::rename(&tmp, entry).map_err(|e| fatal(Error::io("rename into the cache", entry)(e)))?;
+        manifest::verify_cached(entry, &self.version)
+            .map(drop)
+            .map_err(|reason| fatal(Error::Archive { problem: reason }))
     }
 
     fn find_go(&self) -> Option<PathBuf> {
