@@ -106,7 +106,7 @@ impl BareSetup {
         let run_dir = cluster.info().run_dir.to_string_lossy().into_owned();
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki)?;
-        for entry in std::fs::read_dir(cluster.pki().dir())? {
+        for entry in std::fs::read_dir(cluster.pki().context("a local cluster has its PKI")?.dir())? {
             let entry = entry?;
             std::fs::copy(entry.path(), pki.join(entry.file_name()))?;
         }

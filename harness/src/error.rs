@@ -121,6 +121,22 @@ pub enum Error {
         tail: String,
     },
 
+    /// The provider cannot do this.
+    #[error("{what} is not possible on the {provider} provider: {hint}")]
+    Unsupported {
+        /// What was asked.
+        what: &'static str,
+        /// The provider.
+        provider: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
+
+    /// A provider could not be used (unknown name, no Docker, a failing `kind` command, an
+    /// unusable kubeconfig).
+    #[error("{0}")]
+    Provider(String),
+
     /// A cluster handle could not be used.
     #[error("cannot attach to the cluster in {file:?}: {problem}")]
     Attach {

@@ -318,3 +318,23 @@ fn up_ended_by_a_signal_leaves_nothing_behind(#[case] signal: nix::sys::signal::
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `verify --provider existing` checks a target on a cluster it did not start, found through
+/// KUBECONFIG, and leaves that cluster running.
+#[tokio::test]
+async fn verify_runs_on_an_existing_cluster() -> anyhow::Result<()> {
+    let cluster = kube_harness::ControlPlane::builder().start().await?;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = tokio::process::Command::new(BIN)
+        .current_dir(root)
+        .args(["verify", "--provider", "existing", "--target", "requests"])
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\nrequests — "), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    cluster.check_alive()?;
+    Ok(())
+}

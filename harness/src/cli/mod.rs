@@ -96,6 +96,10 @@ enum Command {
         /// (reported as a check, so JUnit shows it).
         #[arg(long, value_name = "SECONDS")]
         budget: Option<f64>,
+        /// Where the cluster comes from: local (started here), existing (KUBECONFIG), kind or
+        /// k3s (need Docker).
+        #[arg(long, env = "KUBE_HARNESS_PROVIDER", default_value = "local")]
+        provider: String,
     },
     /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed.
     Assets,
@@ -141,8 +145,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             only,
             keep_on_failure,
             budget,
+            provider,
         } => {
             let options = VerifyOptions {
+                provider: provider.parse()?,
                 junit,
                 bundle,
                 only,
@@ -185,7 +191,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cluster.write_kubeconfig(path)?;
             }
             let shown = kubeconfig.as_deref().unwrap_or(cluster.kubeconfig_path());
-            detach::announce(&cluster.handle(), env_file.as_deref(), shown)?;
+            let handle = cluster.handle().context("a local cluster has a handle")?;
+            detach::announce(&handle, env_file.as_deref(), shown)?;
             // The foreground half has exited and closed the pipe: nothing more goes to stdout.
             if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
                 let _ = nix::unistd::dup2_stdout(&null);
@@ -288,6 +295,7 @@ fn target_dirs(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 struct VerifyOptions {
+    provider: kube_harness::provider::Provider,
     junit: Option<PathBuf>,
     bundle: PathBuf,
     only: Vec<String>,
@@ -341,7 +349,12 @@ fn budget_check(cluster: &Cluster, budget: f64) -> kube_harness::check::CheckRes
 
 async fn verify(version: KubeVersion, dirs: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<ExitCode> {
     let targets = select_targets(load_targets(&target_dirs(dirs)?)?, &options.only)?;
-    let cluster = start(version).await?;
+    let cluster = match options.provider {
+        kube_harness::provider::Provider::Local => start(version).await?,
+        kube_harness::provider::Provider::Existing => Cluster::existing(None).await?,
+        kube_harness::provider::Provider::Kind => Cluster::kind(version).await?,
+        kube_harness::provider::Provider::K3s => Cluster::k3s(version).await?,
+    };
     let mut all = Vec::new();
     if let Some(budget) = options.budget {
         let check = budget_check(&cluster, budget);

@@ -11,7 +11,7 @@
 //! ```
 
 mod kubeconfig;
-mod processes;
+pub(crate) mod processes;
 mod template;
 
 use std::ffi::OsString;
@@ -28,6 +28,7 @@ use crate::assets::{Assets, KubeVersion, Resolver};
 use crate::error::{Error, Result};
 use crate::pki::{CertSpec, ClusterPki, KeyedCert};
 use crate::process::{Child, RunDir};
+use crate::provider::{Capability, Provider};
 
 /// Builder for a local control plane.
 #[derive(Debug, Clone)]
@@ -42,7 +43,7 @@ pub struct ControlPlane {
 
 /// `KUBE_HARNESS_K8S_VERSION` if set and valid (an invalid value is reported and ignored),
 /// else [`crate::assets::DEFAULT_KUBERNETES_VERSION`].
-fn version_from_env() -> KubeVersion {
+pub(crate) fn version_from_env() -> KubeVersion {
     match std::env::var("KUBE_HARNESS_K8S_VERSION") {
         Ok(v) if !v.is_empty() => KubeVersion::parse(&v).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring KUBE_HARNESS_K8S_VERSION");
@@ -230,7 +231,9 @@ impl ControlPlane {
                 assets_dir: assets.dir().to_owned(),
             },
             admin_kubeconfig,
-            pki: Arc::new(pki),
+            server_ca_pem: pki.serving_ca.cert_pem().to_owned(),
+            pki: Some(Arc::new(pki)),
+            provider: Provider::Local,
             assets,
             timings: StartupTimings::default(),
         };
@@ -286,9 +289,12 @@ impl<'de> serde::Deserialize<'de> for KubeVersion {
 #[derive(Debug)]
 pub struct Cluster {
     processes: Processes,
+    provider: Provider,
     info: ClusterInfo,
     admin_kubeconfig: Kubeconfig,
-    pki: Arc<ClusterPki>,
+    /// The CA that signed the API server's certificate, PEM.
+    server_ca_pem: String,
+    pki: Option<Arc<ClusterPki>>,
     assets: Assets,
     timings: StartupTimings,
 }
@@ -304,6 +310,26 @@ enum Processes {
     },
     /// Started by another process, which keeps them.
     Attached(ClusterHandle),
+    /// Someone else's cluster (existing, kind, k3s), reached through a kubeconfig. Field
+    /// order is drop order: a kind cluster or k3s container is deleted, then the run
+    /// directory.
+    External {
+        _guard: ExternalGuard,
+        runs_pods: bool,
+        _run_dir: RunDir,
+    },
+}
+
+/// What deleting an external cluster takes (held for its `Drop`).
+#[derive(Debug)]
+#[allow(dead_code, reason = "the variants are held only for their Drop")]
+enum ExternalGuard {
+    /// Not ours: left alone.
+    None,
+    /// A kind cluster this process created.
+    Kind(crate::provider::kind::KindCluster),
+    /// A k3s container this process started.
+    K3s(crate::provider::k3s::K3sContainer),
 }
 
 /// What another process needs to use a running cluster: written by `kube-harness up --detach`
@@ -360,9 +386,37 @@ impl Cluster {
         &self.admin_kubeconfig
     }
 
-    /// The certificates and keys.
-    pub fn pki(&self) -> &ClusterPki {
-        &self.pki
+    /// The certificates and keys, when the harness holds them (local clusters, also when
+    /// attached); `None` on external providers.
+    pub fn pki(&self) -> Option<&ClusterPki> {
+        self.pki.as_deref()
+    }
+
+    /// Where this cluster comes from.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Whether this cluster offers `capability` (see [`Cluster::lacks`]).
+    pub fn has(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::ClientCertificates => self.pki.is_some(),
+            Capability::OwnsProcesses => matches!(self.processes, Processes::Owned { .. }),
+            Capability::RunsPods => matches!(self.processes, Processes::External { runs_pods: true, .. }),
+            Capability::HostBackends => match self.provider {
+                Provider::Local => true,
+                Provider::Existing => {
+                    let host = self
+                        .info
+                        .server
+                        .trim_start_matches("https://")
+                        .rsplit_once(':')
+                        .map_or("", |(h, _)| h);
+                    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+                }
+                Provider::Kind | Provider::K3s => false,
+            },
+        }
     }
 
     /// The binaries this cluster runs.
@@ -380,6 +434,7 @@ impl Cluster {
         match &self.processes {
             Processes::Owned { apiserver, etcd, .. } => vec![apiserver.pid(), etcd.pid()],
             Processes::Attached(h) => vec![h.apiserver_pid, h.etcd_pid],
+            Processes::External { .. } => Vec::new(),
         }
     }
 
@@ -436,7 +491,9 @@ impl Cluster {
         let cluster = Cluster {
             info: handle.info.clone(),
             admin_kubeconfig,
-            pki: Arc::new(pki),
+            server_ca_pem: pki.serving_ca.cert_pem().to_owned(),
+            pki: Some(Arc::new(pki)),
+            provider: Provider::Local,
             assets: Assets::attached(handle.info.assets_dir.clone()),
             timings: StartupTimings::default(),
             processes: Processes::Attached(handle),
@@ -445,17 +502,166 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// A cluster someone else runs, reached through `kubeconfig` (default: the first file in
+    /// `KUBECONFIG`, else `~/.kube/config`), current context. The harness creates only what a
+    /// test asks for and deletes only that; dropping the `Cluster` leaves the cluster alone.
+    /// Without the cluster's client CA, [`Cluster::user`] impersonates; targets whose backend
+    /// needs `{{etcdUrl}}` get a private etcd.
+    ///
+    /// # Errors
+    /// [`Error::Provider`] for an unreadable kubeconfig or one without a CA for its server;
+    /// [`Error::Client`]/[`Error::Kube`] if the API server does not answer.
+    pub async fn existing(kubeconfig: Option<&Path>) -> Result<Self> {
+        let path = match kubeconfig {
+            Some(p) => p.to_owned(),
+            None => match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+                Some(v) => std::env::split_paths(&v)
+                    .next()
+                    .ok_or_else(|| Error::Provider("KUBECONFIG is empty".into()))?,
+                None => {
+                    let home =
+                        std::env::var_os("HOME").ok_or_else(|| Error::Provider("no KUBECONFIG and no HOME".into()))?;
+                    PathBuf::from(home).join(".kube").join("config")
+                }
+            },
+        };
+        let config = Kubeconfig::read_from(&path)
+            .map_err(|e| Error::Provider(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+        let run_dir = RunDir::create("existing")?;
+        Self::external(config, Provider::Existing, ExternalGuard::None, run_dir).await
+    }
+
+    /// A new kind cluster for `version` (deleted when the `Cluster` is dropped).
+    ///
+    /// # Errors
+    /// [`Error::Provider`] without Docker or `kind`, or when `kind create cluster` fails.
+    pub async fn kind(version: KubeVersion) -> Result<Self> {
+        let run_dir = RunDir::create("kind")?;
+        let (dir, kubeconfig) = (run_dir.path().to_owned(), run_dir.path().join("kind-kubeconfig"));
+        let created = {
+            let kubeconfig = kubeconfig.clone();
+            tokio::task::spawn_blocking(move || crate::provider::kind::KindCluster::create(&version, &dir, &kubeconfig))
+                .await
+                .map_err(|e| Error::Provider(format!("kind task failed: {e}")))??
+        };
+        let config = Kubeconfig::read_from(&kubeconfig)
+            .map_err(|e| Error::Provider(format!("kind wrote no usable kubeconfig: {e}")))?;
+        Self::external(config, Provider::Kind, ExternalGuard::Kind(created), run_dir).await
+    }
+
+    /// A new k3s container for `version` (removed when the `Cluster` is dropped).
+    ///
+    /// # Errors
+    /// [`Error::Provider`] without Docker, or when the container does not come up.
+    pub async fn k3s(version: KubeVersion) -> Result<Self> {
+        let run_dir = RunDir::create("k3s")?;
+        let kubeconfig = run_dir.path().join("k3s-kubeconfig");
+        let started = {
+            let kubeconfig = kubeconfig.clone();
+            tokio::task::spawn_blocking(move || crate::provider::k3s::K3sContainer::start(&version, &kubeconfig))
+                .await
+                .map_err(|e| Error::Provider(format!("k3s task failed: {e}")))??
+        };
+        let config = Kubeconfig::read_from(&kubeconfig)
+            .map_err(|e| Error::Provider(format!("k3s wrote no usable kubeconfig: {e}")))?;
+        Self::external(config, Provider::K3s, ExternalGuard::K3s(started), run_dir).await
+    }
+
+    async fn external(config: Kubeconfig, provider: Provider, guard: ExternalGuard, run_dir: RunDir) -> Result<Self> {
+        use base64::Engine as _;
+        let context_name = config
+            .current_context
+            .clone()
+            .ok_or_else(|| Error::Provider("the kubeconfig has no current-context".into()))?;
+        let context = config
+            .contexts
+            .iter()
+            .find(|c| c.name == context_name)
+            .and_then(|c| c.context.clone())
+            .ok_or_else(|| Error::Provider(format!("the kubeconfig has no context {context_name:?}")))?;
+        let named = config
+            .clusters
+            .iter()
+            .find(|c| c.name == context.cluster)
+            .and_then(|c| c.cluster.clone())
+            .ok_or_else(|| Error::Provider(format!("the kubeconfig has no cluster {:?}", context.cluster)))?;
+        let server = named
+            .server
+            .clone()
+            .ok_or_else(|| Error::Provider(format!("cluster {:?} has no server", context.cluster)))?;
+        let server_ca_pem = match (&named.certificate_authority_data, &named.certificate_authority) {
+            (Some(data), _) => String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .map_err(|e| Error::Provider(format!("certificate-authority-data is not base64: {e}")))?,
+            )
+            .map_err(|e| Error::Provider(format!("certificate-authority-data is not PEM: {e}")))?,
+            (None, Some(file)) => std::fs::read_to_string(file).map_err(Error::io("read", file))?,
+            (None, None) => {
+                return Err(Error::Provider(format!(
+                    "cluster {:?} in the kubeconfig has no certificate-authority: kube-harness verifies the API server",
+                    context.cluster
+                )));
+            }
+        };
+        let kubeconfig_path = run_dir.path().join("kubeconfig");
+        kubeconfig::write(&config, &kubeconfig_path)?;
+        let client = kubeconfig::client(config.clone()).await?;
+        let reported = client.apiserver_version().await?.git_version;
+        let plain = reported
+            .trim_start_matches('v')
+            .split(['+', '-'])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let version = KubeVersion::parse(&plain)?;
+        let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client)
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map(|l| !l.items.is_empty())
+            .unwrap_or(false);
+        let assets = match Resolver::new(version).resolve_async().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "no kubectl for {version}; commands that need it will fail");
+                Assets::attached(PathBuf::new())
+            }
+        };
+        Ok(Cluster {
+            info: ClusterInfo {
+                server,
+                etcd_url: String::new(),
+                version,
+                kubeconfig: kubeconfig_path,
+                run_dir: run_dir.path().to_owned(),
+                assets_dir: assets.dir().to_owned(),
+            },
+            processes: Processes::External {
+                _guard: guard,
+                runs_pods: nodes,
+                _run_dir: run_dir,
+            },
+            provider,
+            admin_kubeconfig: config,
+            server_ca_pem,
+            pki: None,
+            assets,
+            timings: StartupTimings::default(),
+        })
+    }
+
     /// The handle another process needs to [`attach`](Cluster::attach) to this cluster, owned
     /// by this process.
-    pub fn handle(&self) -> ClusterHandle {
+    pub fn handle(&self) -> Option<ClusterHandle> {
         match &self.processes {
-            Processes::Owned { apiserver, etcd, .. } => ClusterHandle {
+            Processes::Owned { apiserver, etcd, .. } => Some(ClusterHandle {
                 info: self.info.clone(),
                 apiserver_pid: apiserver.pid(),
                 etcd_pid: etcd.pid(),
                 owner_pid: std::process::id(),
-            },
-            Processes::Attached(h) => h.clone(),
+            }),
+            Processes::Attached(h) => Some(h.clone()),
+            Processes::External { .. } => None,
         }
     }
 
@@ -478,7 +684,15 @@ impl Cluster {
         name: &str,
         groups: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<KeyedCert> {
-        self.pki.client_ca.issue(&CertSpec::client(name, groups))
+        self.pki
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported {
+                what: "issuing client certificates",
+                provider: self.provider.to_string(),
+                hint: "use Cluster::user (impersonation there) or a ServiceAccount token",
+            })?
+            .client_ca
+            .issue(&CertSpec::client(name, groups))
     }
 
     /// A kubeconfig for user `name` in `groups`, authenticated by a fresh client certificate.
@@ -493,7 +707,7 @@ impl Cluster {
         let cert = self.issue_user_cert(name, groups)?;
         Ok(kubeconfig::kubeconfig(
             &self.info.server,
-            self.pki.serving_ca.cert_pem(),
+            &self.server_ca_pem,
             name,
             Some(&cert),
             None,
@@ -502,21 +716,20 @@ impl Cluster {
 
     /// A kubeconfig that authenticates with a bearer token (a ServiceAccount token, say).
     pub fn token_kubeconfig(&self, token: &str) -> Kubeconfig {
-        kubeconfig::kubeconfig(
-            &self.info.server,
-            self.pki.serving_ca.cert_pem(),
-            "token-user",
-            None,
-            Some(token),
-        )
+        kubeconfig::kubeconfig(&self.info.server, &self.server_ca_pem, "token-user", None, Some(token))
     }
 
-    /// A client for user `name` in `groups`, authenticated by a fresh client certificate.
-    /// With no RBAC bound, it gets 403 Forbidden for almost everything.
+    /// A client for user `name` in `groups`, authenticated by a fresh client certificate
+    /// (on providers whose client CA the harness does not hold: the admin impersonating
+    /// them, which RBAC treats the same). With no RBAC bound, it gets 403 Forbidden for
+    /// almost everything.
     ///
     /// # Errors
     /// [`Error::Pki`], [`Error::Client`].
     pub async fn user(&self, name: &str, groups: impl IntoIterator<Item = impl Into<String>>) -> Result<kube::Client> {
+        if self.pki.is_none() {
+            return self.impersonating(name, groups).await;
+        }
         kubeconfig::client(self.user_kubeconfig(name, groups)?).await
     }
 
@@ -597,7 +810,7 @@ impl Cluster {
     /// # Errors
     /// [`Error::Client`].
     pub fn http_client(&self, cert: Option<&KeyedCert>) -> Result<reqwest::Client> {
-        let tls = crate::pki::rustls_client_config(self.pki.serving_ca.cert_pem(), cert)?;
+        let tls = crate::pki::rustls_client_config(&self.server_ca_pem, cert)?;
         reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .build()
@@ -617,6 +830,7 @@ impl Cluster {
                     }
                 }
             }
+            Processes::External { .. } => {}
             Processes::Attached(h) => {
                 for (component, pid, log) in [
                     ("etcd", h.etcd_pid, self.etcd_log()),
@@ -680,6 +894,7 @@ impl Cluster {
                     (*component, args)
                 })
                 .collect(),
+            Processes::External { .. } => Vec::new(),
         }
     }
 

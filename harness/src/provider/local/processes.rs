@@ -17,7 +17,7 @@ pub(super) const APISERVER_LOG: &str = "kube-apiserver.log";
 /// etcd's log, in the run directory.
 pub(super) const ETCD_LOG: &str = "etcd.log";
 
-pub(super) struct Started {
+pub(crate) struct Started {
     pub child: Child,
     pub url: String,
     pub port: u16,
@@ -62,7 +62,7 @@ where
 }
 
 /// Start etcd; with `seed`, its data directory starts as a copy of that template.
-pub(super) async fn start_etcd(
+pub(crate) async fn start_etcd(
     assets: &Assets,
     run_dir: &Path,
     seed: Option<&Path>,

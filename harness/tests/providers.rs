@@ -1,0 +1,132 @@
+//! Providers other than the local one. `existing` is exercised for real: a local cluster is
+//! started, and only its kubeconfig is handed to `Cluster::existing`. kind and k3s need a
+//! Docker daemon: without one their tests print `skipped: no Docker daemon (…)` and return
+//! (the GitHub workflow's kind job runs them for real).
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use kube_harness::fixtures::Target;
+use kube_harness::provider::{Capability, Provider};
+use kube_harness::{Cluster, ControlPlane};
+
+#[tokio::test]
+async fn the_existing_provider_runs_targets_and_deletes_only_what_it_created() -> anyhow::Result<()> {
+    let owner = ControlPlane::builder().start().await?;
+    let admin = owner.client().await?;
+    // Something that was there before and must be there after.
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("pre-existing".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("keep-me".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let keep: Api<ConfigMap> = Api::namespaced(admin.clone(), "pre-existing");
+    keep.create(&PostParams::default(), &cm).await?;
+
+    // Only the kubeconfig crosses over.
+    let existing = Cluster::existing(Some(owner.kubeconfig_path())).await?;
+    assert_eq!(existing.provider(), Provider::Existing);
+    assert_eq!(existing.info().version, owner.info().version);
+    assert!(existing.pki().is_none() && existing.pids().is_empty());
+    assert!(existing.lacks(Capability::ClientCertificates).is_some());
+    assert!(
+        existing.lacks(Capability::HostBackends).is_none(),
+        "loopback API server reaches host backends"
+    );
+    assert!(existing.lacks(Capability::RunsPods).is_some(), "no kubelet, no nodes");
+    // Users are impersonated: RBAC answers as for a certificate user.
+    let alice = existing.user("alice", ["devs"]).await?;
+    let denied = Api::<ConfigMap>::namespaced(alice, "default")
+        .list(&Default::default())
+        .await;
+    assert!(
+        matches!(denied, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{denied:?}"
+    );
+
+    // Both kinds of target: our server (host backend), and sample-apiserver, whose
+    // {{etcdUrl}} gets a private etcd because the cluster's etcd is out of reach.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in ["fixtures/targets/requests", "fixtures/targets/wardle"] {
+        let target = Target::load(root.join(dir))?;
+        let results = kube_harness::check::verify_target(&existing, &target).await;
+        let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+        assert!(failed.is_empty(), "{dir}: {failed:#?}");
+    }
+    drop(existing);
+
+    // The owner's cluster is untouched: running, the pre-existing object there, the targets'
+    // objects gone.
+    owner.check_alive()?;
+    assert!(keep.get_opt("keep-me").await?.is_some());
+    let gvk = kube::api::GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService");
+    let apiservices: Api<kube::api::DynamicObject> = Api::all_with(admin, &kube::api::ApiResource::from_gvk(&gvk));
+    for name in ["v1beta1.k8s.wujiuye.com", "v1alpha1.wardle.example.com"] {
+        assert!(apiservices.get_opt(name).await?.is_none(), "{name} left behind");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unusable_kubeconfig_is_a_clear_error() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("kh-bad-kubeconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("config");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+         contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user: {}\n",
+    )?;
+    let err = Cluster::existing(Some(&path))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("has no certificate-authority"), "{err}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// kind and k3s clusters, when a Docker daemon answers.
+#[rstest::rstest]
+#[case::kind(Provider::Kind)]
+#[case::k3s(Provider::K3s)]
+#[tokio::test]
+async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Provider) -> anyhow::Result<()> {
+    if let Err(reason) = kube_harness::provider::kind::docker_available() {
+        println!("skipped: {reason}");
+        return Ok(());
+    }
+    let version = kube_harness::assets::KubeVersion::default();
+    let cluster = match provider {
+        Provider::Kind => Cluster::kind(version).await?,
+        _ => Cluster::k3s(version).await?,
+    };
+    let namespaces = Api::<Namespace>::all(cluster.client().await?)
+        .list(&Default::default())
+        .await?;
+    assert!(
+        namespaces
+            .items
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some("kube-system"))
+    );
+    assert!(cluster.lacks(Capability::RunsPods).is_none(), "{provider} has nodes");
+    assert!(cluster.lacks(Capability::HostBackends).is_some());
+    let run_dir = cluster.info().run_dir.clone();
+    drop(cluster);
+    assert!(!run_dir.exists());
+    Ok(())
+}
