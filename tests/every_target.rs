@@ -4,8 +4,9 @@
 //! (`kube_harness::check::verify_target`, the engine of `kube-harness verify`): bring up from
 //! nothing; every APIService `Available=True`, its group/version in `/apis` and in aggregated
 //! discovery (v2), its resource list; every CRD `Established` and its resource list; the backend
-//! still running; a clean teardown. Every check must pass; the verdicts and the resource lists
-//! are snapshotted.
+//! still running; a clean teardown; and the target's own `expectations.yaml` (access as each
+//! identity, CRUD answers equal to the target's `snapshots/`, FailedDiscoveryCheck and
+//! recovery). Every check must pass; the verdicts and the resource lists are snapshotted.
 //!
 //! One test per directory; they run in parallel (different targets share no APIService or CRD).
 

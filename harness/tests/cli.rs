@@ -338,3 +338,110 @@ async fn verify_runs_on_an_existing_cluster() -> anyhow::Result<()> {
     cluster.check_alive()?;
     Ok(())
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()))?;
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The expectations flow a user without Rust goes through: a target copy without snapshots
+/// fails naming the CRUD check; `--update` writes the snapshot and passes; a second run
+/// accepts it; with its RoleBinding removed the access check fails, and the JUnit report
+/// reads back (with Python's XML parser) with exactly that failure.
+#[test]
+fn verify_update_writes_snapshots_a_second_run_accepts_and_missing_rbac_is_named() -> anyhow::Result<()> {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    // Inside the workspace, so the cargo backend still builds.
+    let work = root
+        .join("target")
+        .join(format!("kh-verify-update-{}", std::process::id()));
+    let dir = work.join("requests");
+    let _ = std::fs::remove_dir_all(&work);
+    copy_dir(&root.join("fixtures/targets/requests"), &dir)?;
+    std::fs::remove_dir_all(dir.join("snapshots"))?;
+    let verify = |extra: &[&str]| -> anyhow::Result<(Option<i32>, String)> {
+        let out = Command::new(BIN)
+            .current_dir(&root)
+            .arg("verify")
+            .arg(&dir)
+            .args(extra)
+            .output()?;
+        Ok((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()))
+    };
+    let bundle = work.join("bundles");
+    let bundle_arg = bundle.to_string_lossy().into_owned();
+
+    let (code, out) = verify(&["--bundle", &bundle_arg])?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL CRUD Requests/verify-requests matches its snapshot"),
+        "{out}"
+    );
+    assert!(out.contains("run `kube-harness verify --update`"), "{out}");
+
+    let (code, out) = verify(&["--update"])?;
+    assert_eq!(code, Some(0), "{out}");
+    let snapshot = dir.join("snapshots/Requests-verify-requests.snap");
+    let written = std::fs::read_to_string(&snapshot)?;
+    assert!(written.contains("\"reason\": \"AlreadyExists\""), "{written}");
+    assert_eq!(
+        written,
+        std::fs::read_to_string(root.join("fixtures/targets/requests/snapshots/Requests-verify-requests.snap"))?,
+        "the committed snapshot and a fresh one differ"
+    );
+
+    let (code, out) = verify(&[])?;
+    assert_eq!(code, Some(0), "second run: {out}");
+    assert!(
+        out.contains("PASS CRUD Requests/verify-requests matches its snapshot"),
+        "{out}"
+    );
+
+    // Break it: no RoleBinding for requests-viewer.
+    let expectations = std::fs::read_to_string(dir.join("expectations.yaml"))?;
+    let without_binding = expectations
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: RoleBinding"))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    std::fs::write(dir.join("expectations.yaml"), without_binding)?;
+    let junit = work.join("junit.xml");
+    let junit_arg = junit.to_string_lossy().into_owned();
+    let (code, out) = verify(&["--junit", &junit_arg, "--bundle", &bundle_arg])?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL access: requests-viewer list k8s.wujiuye.com/v1beta1 requests in requests-system"),
+        "{out}"
+    );
+    assert!(bundle.join("requests/kube-apiserver.log").is_file());
+    let parsed = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, xml.etree.ElementTree as ET\n\
+             root = ET.parse(sys.argv[1]).getroot()\n\
+             cases = root.iter('testcase')\n\
+             print('\\n'.join(c.get('name') for c in cases if c.find('failure') is not None))",
+        )
+        .arg(&junit)
+        .output()?;
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    let failed = String::from_utf8_lossy(&parsed.stdout);
+    assert_eq!(
+        failed.trim().lines().collect::<Vec<_>>(),
+        [
+            "access: requests-viewer list k8s.wujiuye.com/v1beta1 requests in requests-system",
+            "access: requests-viewer get k8s.wujiuye.com/v1beta1 requests in requests-system"
+        ],
+        "{failed}"
+    );
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}

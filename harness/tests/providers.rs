@@ -36,7 +36,9 @@ async fn the_existing_provider_runs_targets_and_deletes_only_what_it_created() -
     keep.create(&PostParams::default(), &cm).await?;
 
     // Only the kubeconfig crosses over.
+    let connect = std::time::Instant::now();
     let existing = Cluster::existing(Some(owner.kubeconfig_path())).await?;
+    println!("Cluster::existing took {:?}", connect.elapsed());
     assert_eq!(existing.provider(), Provider::Existing);
     assert_eq!(existing.info().version, owner.info().version);
     assert!(existing.pki().is_none() && existing.pids().is_empty());

@@ -29,13 +29,18 @@ pub struct CheckResult {
     pub data: Option<serde_json::Value>,
 }
 
-struct Recorder {
+pub(crate) struct Recorder {
     target: String,
     results: Vec<CheckResult>,
 }
 
 impl Recorder {
-    fn record(&mut self, check: impl Into<String>, started: Instant, outcome: Result<String, String>) -> bool {
+    pub(crate) fn record(
+        &mut self,
+        check: impl Into<String>,
+        started: Instant,
+        outcome: Result<String, String>,
+    ) -> bool {
         let passed = outcome.is_ok();
         self.results.push(CheckResult {
             target: self.target.clone(),
@@ -143,14 +148,22 @@ async fn crd_checks(rec: &mut Recorder, client: &Client, name: &str) {
 }
 
 /// Bring `target` up on `cluster`, check it, and tear it down. Never fails: every problem is a
-/// failed check (a failed bring-up ends the list early).
+/// failed check (a failed bring-up ends the list early). A target with an `Expectations`
+/// document also gets its access, CRUD-snapshot and FailedDiscoveryCheck checks; missing or
+/// different snapshots fail (see [`verify_target_with`] to write them).
 pub async fn verify_target(cluster: &Cluster, target: &Target) -> Vec<CheckResult> {
+    verify_target_with(cluster, target, false).await
+}
+
+/// [`verify_target`]; with `update`, CRUD answers that differ from (or lack) a snapshot are
+/// written to the target's `snapshots/` directory for review, and the check passes.
+pub async fn verify_target_with(cluster: &Cluster, target: &Target, update: bool) -> Vec<CheckResult> {
     let mut rec = Recorder {
         target: target.name.clone(),
         results: Vec::new(),
     };
     let t = Instant::now();
-    let running = match cluster.up_target(target).await {
+    let mut running = match cluster.up_target(target).await {
         Ok(r) => {
             let timings = r.timings();
             rec.record(
@@ -181,6 +194,9 @@ pub async fn verify_target(cluster: &Cluster, target: &Target) -> Vec<CheckResul
     }
     for doc in target.objects.iter().filter(|d| d.kind == "CustomResourceDefinition") {
         crd_checks(&mut rec, &client, &doc.name).await;
+    }
+    if let Some(expectations) = &target.expectations {
+        super::expect::run(&mut rec, cluster, target, &mut running, expectations, update).await;
     }
     let backend = running.backend().map(|b| (b.pid(), b.try_exit()));
     if let Some((_, exited)) = backend {

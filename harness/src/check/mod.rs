@@ -2,9 +2,11 @@
 //! resource list, its aggregated-discovery (v2) entry, a Table view, an authorization probe and
 //! a CRUD round trip. Scenarios in `tests/` are built from these, and so can yours.
 
+mod expect;
 mod health;
 
-pub use health::{CheckResult, junit, verify_target, write_failure_bundle};
+pub use expect::snapshot_path;
+pub use health::{CheckResult, junit, verify_target, verify_target_with, write_failure_bundle};
 
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;

@@ -100,6 +100,10 @@ enum Command {
         /// k3s (need Docker).
         #[arg(long, env = "KUBE_HARNESS_PROVIDER", default_value = "local")]
         provider: String,
+        /// Write CRUD answers that differ from (or lack) their snapshot in the target's
+        /// `snapshots/` directory, for review (like `cargo insta accept`); those checks pass.
+        #[arg(long)]
+        update: bool,
     },
     /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed.
     Assets,
@@ -146,8 +150,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_on_failure,
             budget,
             provider,
+            update,
         } => {
             let options = VerifyOptions {
+                update,
                 provider: provider.parse()?,
                 junit,
                 bundle,
@@ -295,6 +301,7 @@ fn target_dirs(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 struct VerifyOptions {
+    update: bool,
     provider: kube_harness::provider::Provider,
     junit: Option<PathBuf>,
     bundle: PathBuf,
@@ -367,7 +374,7 @@ async fn verify(version: KubeVersion, dirs: &[PathBuf], options: &VerifyOptions)
             target.name,
             target.dir.display()
         );
-        let results = kube_harness::check::verify_target(&cluster, target).await;
+        let results = kube_harness::check::verify_target_with(&cluster, target, options.update).await;
         print_results(&target.name, &results);
         if results.iter().any(|r| !r.passed) {
             let dir = options.bundle.join(&target.name);

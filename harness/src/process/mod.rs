@@ -299,6 +299,43 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// TCP ports `pid` is listening on (IPv4 and IPv6), from its socket inodes and
+/// `/proc/net/tcp*`. Linux only; empty if `/proc` cannot be read.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let target = target.to_string_lossy();
+                if let Some(inode) = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                    inodes.insert(inode.to_owned());
+                }
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1 (ADDR:PORT in hex), st field 3 (0A = LISTEN), inode 9.
+            if fields.len() > 9
+                && fields[3] == "0A"
+                && inodes.contains(fields[9])
+                && let Some(port) = fields[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports
+}
+
 /// Pids of the processes in process group `pgid` that are still running (zombies, which have
 /// exited and only wait to be collected, are not counted). Linux only: reads `/proc`.
 pub fn live_group_members(pgid: u32) -> Vec<u32> {

@@ -931,25 +931,35 @@ impl Cluster {
         }
     }
 
+    /// Ready for tests: the `default` namespace exists, and so does the
+    /// `kube-system/extension-apiserver-authentication` ConfigMap that extension servers read
+    /// their client and requestheader CAs from at start (its controller writes it just after
+    /// its readiness check passes).
     async fn wait_for_default_namespace(&self, timeout: Duration) -> Result<()> {
-        use k8s_openapi::api::core::v1::Namespace;
+        use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
         let client = self.client().await?;
-        let api: kube::Api<Namespace> = kube::Api::all(client);
+        let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+        let configmaps: kube::Api<ConfigMap> = kube::Api::namespaced(client, "kube-system");
         let start = Instant::now();
         let mut delay = Duration::from_millis(5);
         loop {
             self.check_alive()?;
-            if matches!(api.get_opt("default").await, Ok(Some(_))) {
+            if matches!(namespaces.get_opt("default").await, Ok(Some(_)))
+                && matches!(
+                    configmaps.get_opt("extension-apiserver-authentication").await,
+                    Ok(Some(_))
+                )
+            {
                 return Ok(());
             }
             if start.elapsed() > timeout {
                 return Err(Error::WaitTimeout {
-                    what: "namespace \"default\" to be created by kube-apiserver".into(),
+                    what: "namespace \"default\" and ConfigMap kube-system/extension-apiserver-authentication".into(),
                     timeout,
                 });
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(100));
+            delay = (delay * 2).min(Duration::from_millis(50));
         }
     }
 }

@@ -30,6 +30,8 @@ fn port_clash(err: &Error) -> bool {
         Error::ExitedBeforeReady { tail, .. } | Error::StartupTimeout { tail, .. } => {
             tail.contains("address already in use")
         }
+        // The port answered, but from someone else's process.
+        Error::Ports { attempts: 1, .. } => true,
         _ => false,
     }
 }
@@ -113,6 +115,23 @@ pub(crate) async fn start_etcd(
                 Some("\"health\":\"true\""),
             )
             .await?;
+            // etcd's health endpoint has no authentication: when another process's etcd took
+            // the port first, the probe above was answered by that one while ours failed to
+            // bind. Only go on once the port is ours (or report the clash, which is retried).
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !crate::process::listening_ports(child.pid()).contains(&client_port) {
+                if let Some(status) = child.try_exit() {
+                    return Err(child.exited_error(status));
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(Error::Ports {
+                        component: "etcd",
+                        attempts: 1,
+                        detail: format!("127.0.0.1:{client_port} answers, but not from etcd pid {}", child.pid()),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             Ok(Started {
                 child,
                 url,

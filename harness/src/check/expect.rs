@@ -1,0 +1,203 @@
+//! Running a target's [`Expectations`]: access as each identity, CRUD round trips compared
+//! with the snapshots stored in the target directory, FailedDiscoveryCheck and recovery.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
+
+use super::health::Recorder;
+use crate::fixtures::apply::{nudge_apiservice, wait_apiservice_status};
+use crate::fixtures::expect::{Access, Expectations};
+use crate::fixtures::{RunningTarget, Target};
+use crate::{Cluster, Error, Result};
+
+/// How long an expected-allowed request may still be denied while new RBAC objects reach the
+/// authorizers' informers.
+const RBAC_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The snapshot file for one object's round trip.
+pub fn snapshot_path(target_dir: &Path, object: &Value) -> PathBuf {
+    let kind = object["kind"].as_str().unwrap_or("object");
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("unnamed");
+    target_dir.join("snapshots").join(format!("{kind}-{name}.snap"))
+}
+
+pub(crate) async fn run(
+    rec: &mut Recorder,
+    cluster: &Cluster,
+    target: &Target,
+    running: &mut RunningTarget,
+    expectations: &Expectations,
+    update: bool,
+) {
+    for access in &expectations.access {
+        let t = Instant::now();
+        let outcome = check_access(cluster, access).await;
+        rec.record(format!("access: {}", access.describe()), t, outcome);
+    }
+    let client = match cluster.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            rec.record("admin client", Instant::now(), Err(e.to_string()));
+            return;
+        }
+    };
+    for object in &expectations.objects {
+        let t = Instant::now();
+        let outcome = crud(&client, &target.dir, object, update).await;
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        rec.record(format!("CRUD {kind}/{name} matches its snapshot"), t, outcome);
+    }
+    if expectations.failed_discovery {
+        for doc in target.objects.iter().filter(|d| d.kind == "APIService") {
+            let t = Instant::now();
+            let outcome = failed_discovery(&client, running, &doc.name).await;
+            rec.record(
+                format!("APIService {} FailedDiscoveryCheck and recovery", doc.name),
+                t,
+                outcome,
+            );
+        }
+    }
+}
+
+async fn check_access(cluster: &Cluster, access: &Access) -> std::result::Result<String, String> {
+    let client = cluster
+        .user(&access.user, access.groups.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let path = access.path();
+    let request = || {
+        let client = client.clone();
+        let path = path.clone();
+        async move {
+            let request = http::Request::get(&path)
+                .body(Vec::new())
+                .map_err(|e| kube::Error::Service(e.to_string().into()))?;
+            client.request_text(request).await
+        }
+    };
+    let result = if access.allowed {
+        super::retry_while_forbidden(RBAC_PATIENCE, request).await
+    } else {
+        request().await
+    };
+    let (code, message) = super::outcome(result);
+    let allowed = code != 403 && code != 0;
+    let seen = if code == 0 {
+        format!("GET {path}: {message}")
+    } else {
+        format!("GET {path}: {code}")
+    };
+    match (allowed, access.allowed) {
+        (true, true) => Ok(format!("allowed ({seen})")),
+        (false, false) if code == 403 => Ok(format!("denied ({seen})")),
+        (_, true) => Err(format!("expected allowed, got {seen} {message}")),
+        (_, false) => Err(format!("expected 403 Forbidden, got {seen}")),
+    }
+}
+
+async fn crud(client: &Client, dir: &Path, object: &Value, update: bool) -> std::result::Result<String, String> {
+    let record = round_trip(client, object).await.map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())? + "\n";
+    let path = snapshot_path(dir, object);
+    let stored = std::fs::read_to_string(&path).ok();
+    match stored {
+        Some(old) if old == text => Ok(format!("same as {}", path.display())),
+        _ if update => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(format!("wrote {} (review it, then commit)", path.display()))
+        }
+        None => Err(format!(
+            "no snapshot {}: run `kube-harness verify --update` to write it, then review it",
+            path.display()
+        )),
+        Some(old) => Err(format!(
+            "differs from {} at {}; run `kube-harness verify --update` to accept the new answers",
+            path.display(),
+            first_difference(&old, &text)
+        )),
+    }
+}
+
+/// `line N: expected … got …` for the first differing line.
+fn first_difference(old: &str, new: &str) -> String {
+    let mut old_lines = old.lines();
+    let mut new_lines = new.lines();
+    for n in 1.. {
+        match (old_lines.next(), new_lines.next()) {
+            (Some(a), Some(b)) if a == b => {}
+            (a, b) => {
+                return format!(
+                    "line {n}: expected {:?}, got {:?}",
+                    a.unwrap_or("<end>").trim(),
+                    b.unwrap_or("<end>").trim()
+                );
+            }
+        }
+    }
+    String::new()
+}
+
+async fn round_trip(client: &Client, object: &Value) -> Result<Value> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap_or_default());
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
+    let api: Api<DynamicObject> = match (caps.scope, namespace) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        (kube::discovery::Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
+        (kube::discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+    };
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Fixture("object without metadata.name".into()))?;
+    let case = super::CrudCase {
+        object: object.clone(),
+        change: json!({"metadata": {"labels": {"kube-harness.dev/patched": "yes"}}}),
+        invalid: None,
+    };
+    let mut record = super::crud_round_trip(&api, &case).await?;
+    super::delete_and_get(&api, name, &mut record).await?;
+    crate::snapshot::redact(&mut record);
+    Ok(record)
+}
+
+async fn failed_discovery(
+    client: &Client,
+    running: &mut RunningTarget,
+    apiservice: &str,
+) -> std::result::Result<String, String> {
+    let patience = Duration::from_secs(30);
+    running.stop_backend();
+    nudge_apiservice(client, apiservice).await.map_err(|e| e.to_string())?;
+    let (_, reason, _) = wait_apiservice_status(client, apiservice, "False", patience)
+        .await
+        .map_err(|e| format!("backend stopped, but: {e}"))?;
+    if reason != "FailedDiscoveryCheck" {
+        return Err(format!(
+            "Available=False with reason {reason}, expected FailedDiscoveryCheck"
+        ));
+    }
+    running.restart_backend(&[]).await.map_err(|e| e.to_string())?;
+    nudge_apiservice(client, apiservice).await.map_err(|e| e.to_string())?;
+    wait_apiservice_status(client, apiservice, "True", patience)
+        .await
+        .map_err(|e| format!("backend restarted, but: {e}"))?;
+    Ok("Available=False (FailedDiscoveryCheck) while stopped, True after restart".into())
+}
