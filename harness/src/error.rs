@@ -72,6 +72,20 @@ pub enum Error {
         problem: String,
     },
 
+    /// The binaries are of another Kubernetes version than the one asked for.
+    #[error(
+        "{binary:?} is Kubernetes {found}, but {wanted} was asked for: point KUBE_HARNESS_ASSETS (or \
+         KUBEBUILDER_ASSETS) at binaries of {wanted}, or ask for {found} (KUBE_HARNESS_K8S_VERSION={found})"
+    )]
+    WrongVersion {
+        /// The kube-apiserver binary.
+        binary: PathBuf,
+        /// The version it reported.
+        found: String,
+        /// The version asked for.
+        wanted: String,
+    },
+
     /// The version string is not `MAJOR.MINOR.PATCH`.
     #[error("invalid Kubernetes version {0:?}: expected MAJOR.MINOR.PATCH such as 1.37.2")]
     InvalidVersion(String),

@@ -38,6 +38,7 @@ pub mod error;
 pub mod fixtures;
 pub mod pki;
 pub mod process;
+pub mod progress;
 pub mod provider;
 pub mod snapshot;
 

@@ -445,3 +445,32 @@ fn verify_update_writes_snapshots_a_second_run_accepts_and_missing_rbac_is_named
     std::fs::remove_dir_all(&work)?;
     Ok(())
 }
+
+/// On a terminal, long steps show a spinner that redraws in place and ends with a done line;
+/// `KUBE_HARNESS_PROGRESS=plain` (and any non-terminal stderr, as in the other tests) gives
+/// plain lines. The terminal is a pseudo-terminal from util-linux `script`.
+#[test]
+fn progress_is_a_spinner_on_a_terminal_and_plain_lines_otherwise() -> anyhow::Result<()> {
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("skipped: no `script` command (util-linux) to provide a terminal");
+        return Ok(());
+    }
+    let run = |plain: bool| -> anyhow::Result<String> {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &format!("{BIN} exec -- true"), "/dev/null"]);
+        if plain {
+            cmd.env("KUBE_HARNESS_PROGRESS", "plain");
+        }
+        let out = cmd.output()?;
+        assert!(out.status.success(), "{out:?}");
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let tty = run(false)?;
+    assert!(tty.contains("\u{1b}[2K"), "no in-place redraw: {tty:?}");
+    assert!(tty.contains("✓ kube-harness: starting Kubernetes"), "{tty:?}");
+    let plain = run(true)?;
+    assert!(!plain.contains("\u{1b}[2K"), "{plain:?}");
+    assert!(plain.contains("(etcd + kube-apiserver) …"), "{plain:?}");
+    assert!(plain.contains("(etcd + kube-apiserver): done in"), "{plain:?}");
+    Ok(())
+}

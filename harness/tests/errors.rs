@@ -179,3 +179,32 @@ async fn a_component_killed_mid_test_fails_the_test_within_seconds(
     }
     Ok(())
 }
+
+/// Binaries of another version in an environment directory (no manifest there) are caught by
+/// what kube-apiserver logs at start, and named with both versions.
+#[tokio::test]
+async fn a_kube_apiserver_of_another_version_is_refused() -> anyhow::Result<()> {
+    let real = kube_harness::assets::Resolver::new(Default::default()).resolve()?;
+    let real_apiserver = real.kube_apiserver().display().to_string();
+    // It says it is v1.30.0 (first, as the real one would), then runs the real binary.
+    let script = format!(
+        "echo 'I0101 00:00:00.000000       1 server.go:151] Version: v1.30.0' >&2\nexec {real_apiserver} \"$@\"\n"
+    );
+    let dir = assets_dir("wrong-version", &[("kube-apiserver", script.as_str())])?;
+    // No template: the wrapper is a new binary every run and would each leave one behind.
+    let err = ControlPlane::builder()
+        .with_assets_dir(&dir)
+        .without_etcd_template()
+        .start()
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("is Kubernetes 1.30.0, but 1.37.2 was asked for")
+            && err.contains("KUBE_HARNESS_K8S_VERSION=1.30.0"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -13,8 +13,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::manifest::{BinaryRecord, Manifest, verify_cached};
 use super::{BINARIES, KubeVersion};
@@ -130,7 +129,8 @@ impl GoRunner<'_> {
                 source,
             })?;
         let started = Instant::now();
-        let output = with_progress(what, || out.wait_with_output()).map_err(Error::io("wait for go", dir))?;
+        let output =
+            crate::progress::blocking(what, || out.wait_with_output()).map_err(Error::io("wait for go", dir))?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let _ = log.write_all(stdout.as_bytes());
         // scripts/bench reads these lines for the cold-provisioning table.
@@ -145,24 +145,6 @@ impl GoRunner<'_> {
         }
         Ok(stdout)
     }
-}
-
-/// Run `f`, printing `what` and the elapsed time on stderr every 15 s until it returns.
-fn with_progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
-    let start = Instant::now();
-    eprintln!("kube-harness: {what} …");
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_secs(15)) {
-                eprintln!("kube-harness: {what}: {}s elapsed", start.elapsed().as_secs());
-            }
-        });
-        let out = f();
-        let _ = done_tx.send(());
-        eprintln!("kube-harness: {what}: done in {:.1}s", start.elapsed().as_secs_f64());
-        out
-    })
 }
 
 /// Build whatever `entry` lacks, under the cache lock, and rename the result into place.

@@ -15,7 +15,14 @@ use kube_harness::{Cluster, ControlPlane};
 #[command(
     name = "kube-harness",
     version,
-    about = "Real Kubernetes control planes (etcd + kube-apiserver with the aggregation layer) for tests"
+    about = "Real Kubernetes control planes (etcd + kube-apiserver with the aggregation layer) for tests",
+    after_help = "Examples:\n  \
+kube-harness verify                                  check every target under fixtures/targets\n  \
+kube-harness verify --target wardle --junit j.xml    one target, with a JUnit report\n  \
+kube-harness exec --fixtures DIR -- kubectl get -A   a cluster with a target, for one command\n  \
+kube-harness up --detach --env-file c.env            one cluster for many test processes\n\n\
+Environment: KUBE_HARNESS_PROVIDER, KUBE_HARNESS_ASSETS, KUBE_HARNESS_CACHE, KUBE_HARNESS_KEEP=1,\n\
+KUBE_HARNESS_LOG, KUBE_HARNESS_PROGRESS=plain (see the README)."
 )]
 struct Cli {
     /// Kubernetes version to run.
@@ -72,7 +79,8 @@ enum Command {
     },
     /// Release check: start a cluster, bring up each target directory, check it (APIServices
     /// Available, groups in /apis and aggregated discovery, resource lists, CRDs Established,
-    /// backend alive, clean teardown), print a table per target. Exit 0 only if all pass.
+    /// the target's expectations.yaml: access, CRUD snapshots, FailedDiscoveryCheck; backend
+    /// alive, clean teardown), print a table per target. Exit 0 only if all pass.
     Verify {
         /// Target directories, or directories of target directories.
         #[arg(default_value = "fixtures/targets")]
@@ -254,12 +262,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn start(version: KubeVersion) -> anyhow::Result<Cluster> {
-    eprintln!("kube-harness: starting Kubernetes {version} (etcd + kube-apiserver)");
-    let cluster = ControlPlane::builder()
-        .with_version(version)
-        .with_strict_readyz()
-        .start()
-        .await?;
+    let cluster = kube_harness::progress::step(
+        &format!("starting Kubernetes {version} (etcd + kube-apiserver)"),
+        ControlPlane::builder()
+            .with_version(version)
+            .with_strict_readyz()
+            .start(),
+    )
+    .await?;
     let t = cluster.timings();
     eprintln!(
         "kube-harness: ready in {:.2}s (binaries {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
@@ -369,12 +379,12 @@ async fn verify(version: KubeVersion, dirs: &[PathBuf], options: &VerifyOptions)
         all.push(check);
     }
     for target in &targets {
-        eprintln!(
-            "kube-harness: verifying target {} ({})",
-            target.name,
-            target.dir.display()
-        );
-        let results = kube_harness::check::verify_target_with(&cluster, target, options.update).await;
+        let what = format!("verifying target {} ({})", target.name, target.dir.display());
+        let results = kube_harness::progress::step(
+            &what,
+            kube_harness::check::verify_target_with(&cluster, target, options.update),
+        )
+        .await;
         print_results(&target.name, &results);
         if results.iter().any(|r| !r.passed) {
             let dir = options.bundle.join(&target.name);
@@ -427,12 +437,8 @@ fn load_targets(dirs: &[PathBuf]) -> anyhow::Result<Vec<Target>> {
 async fn up_targets(cluster: &Cluster, loaded: &[Target]) -> anyhow::Result<Vec<RunningTarget>> {
     let mut running = Vec::new();
     for target in loaded {
-        eprintln!(
-            "kube-harness: bringing up target {} ({})",
-            target.name,
-            target.dir.display()
-        );
-        match cluster.up_target(target).await {
+        let what = format!("bringing up target {} ({})", target.name, target.dir.display());
+        match kube_harness::progress::step(&what, cluster.up_target(target)).await {
             Ok(r) => {
                 eprintln!(
                     "kube-harness: target {} is up in {:.2}s",

@@ -39,6 +39,7 @@ pub struct ControlPlane {
     start_timeout: Duration,
     apiserver_args: Vec<(String, String)>,
     strict_readyz: bool,
+    etcd_template: bool,
 }
 
 /// `KUBE_HARNESS_K8S_VERSION` if set and valid (an invalid value is reported and ignored),
@@ -61,6 +62,7 @@ impl Default for ControlPlane {
             start_timeout: Duration::from_secs(90),
             apiserver_args: Vec::new(),
             strict_readyz: false,
+            etcd_template: true,
         }
     }
 }
@@ -132,6 +134,14 @@ impl ControlPlane {
         self
     }
 
+    /// Bootstrap from an empty etcd instead of a copy of the cached template (slower; for
+    /// binaries that change from run to run, which would each leave a template behind).
+    /// `KUBE_HARNESS_ETCD_TEMPLATE=0` does the same for every cluster.
+    pub fn without_etcd_template(mut self) -> Self {
+        self.etcd_template = false;
+        self
+    }
+
     /// Start etcd and kube-apiserver and wait until the API is ready.
     ///
     /// # Errors
@@ -169,7 +179,7 @@ impl ControlPlane {
             let t = Instant::now();
             ClusterPki::generate(&pki_dir).map(|p| (p, t.elapsed()))
         });
-        let seed = if template::enabled() {
+        let seed = if self.etcd_template && template::enabled() {
             let t = Instant::now();
             let seed = template::ensure(&assets, &self.version, &self.apiserver_args, self.start_timeout)
                 .instrument(tracing::info_span!("etcd-template"))
@@ -203,6 +213,21 @@ impl ControlPlane {
         .instrument(tracing::info_span!("apiserver"))
         .await?;
         timings.apiserver = apiserver_started.elapsed();
+        // Binaries from an environment directory are not checked against a manifest: trust
+        // what kube-apiserver itself logs (`Version: v1.37.2`) at no extra cost.
+        let log = std::fs::read_to_string(apiserver.child.log()).unwrap_or_default();
+        if let Some(found) = log
+            .lines()
+            .find_map(|l| l.split("] Version: v").nth(1))
+            .map(|v| v.trim().to_owned())
+            && found != self.version.to_string()
+        {
+            return Err(Error::WrongVersion {
+                binary: assets.kube_apiserver(),
+                found,
+                wanted: self.version.to_string(),
+            });
+        }
 
         let server = format!("https://127.0.0.1:{}", apiserver.port);
         let kubeconfig_path = run_dir.path().join("kubeconfig");

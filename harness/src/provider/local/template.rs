@@ -21,20 +21,21 @@ use crate::pki::ClusterPki;
 use crate::process::RunDir;
 
 /// Bump when the way templates are made changes, so old ones are not reused.
-const FORMAT: &str = "2";
+const FORMAT: &str = "3";
 
 /// Whether templates are enabled (`KUBE_HARNESS_ETCD_TEMPLATE` is not `0`).
 pub(super) fn enabled() -> bool {
     std::env::var_os("KUBE_HARNESS_ETCD_TEMPLATE").is_none_or(|v| v != "0")
 }
 
-/// The template's cache directory: keyed by the kube-apiserver and etcd binaries (path, size,
-/// modification time) and the extra apiserver flags, which may change what bootstrap stores.
+/// The template's cache directory: keyed by the kube-apiserver and etcd binaries (size and
+/// modification time of the files they resolve to, so a directory of symlinks shares the
+/// template of the binaries it points at) and the extra apiserver flags, which may change what
+/// bootstrap stores.
 pub(super) fn location(assets: &Assets, version: &KubeVersion, extra: &[(String, String)]) -> PathBuf {
     let mut hash = Sha256::new();
     hash.update(FORMAT);
     for binary in [assets.kube_apiserver(), assets.etcd()] {
-        hash.update(binary.as_os_str().as_encoded_bytes());
         if let Ok(meta) = std::fs::metadata(&binary) {
             hash.update(meta.len().to_le_bytes());
             if let Ok(Ok(mtime)) = meta.modified().map(|m| m.duration_since(std::time::UNIX_EPOCH)) {
@@ -63,6 +64,7 @@ pub(super) async fn ensure(
 ) -> Option<PathBuf> {
     let dir = location(assets, version, extra);
     if dir.join("member").is_dir() {
+        touch(&dir);
         return Some(dir);
     }
     match make(assets, version, extra, timeout, &dir).await {
@@ -116,7 +118,42 @@ async fn make(
     std::fs::rename(&tmp, dir).map_err(Error::io("rename template into place", dir))?;
     drop(lock);
     tracing::info!(elapsed = ?started.elapsed(), %version, "etcd template ready");
+    prune(&parent, dir);
     Ok(())
+}
+
+/// Templates unused for this long are removed when a new one is made.
+const UNUSED_FOR: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Mark a template as used (its directory's modification time).
+fn touch(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Remove templates (and their lock files) unused for [`UNUSED_FOR`]: binaries get rebuilt
+/// and flags change, and each template holds etcd's 64 MB preallocated WAL.
+fn prune(templates: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(templates) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > UNUSED_FOR);
+        if path != keep && stale {
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 /// Delete `kube-system/extension-apiserver-authentication` from the store: its controller
