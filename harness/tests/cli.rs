@@ -422,6 +422,13 @@ fn verify_update_writes_snapshots_a_second_run_accepts_and_missing_rbac_is_named
         "{out}"
     );
     assert!(bundle.join("requests/kube-apiserver.log").is_file());
+    let failed_checks = std::fs::read_to_string(bundle.join("requests/failed-checks.txt"))?;
+    assert!(
+        failed_checks.contains(
+            "expected allowed, got GET /apis/k8s.wujiuye.com/v1beta1/namespaces/requests-system/requests: 403"
+        ),
+        "{failed_checks}"
+    );
     let parsed = Command::new("python3")
         .arg("-c")
         .arg(
@@ -472,5 +479,42 @@ fn progress_is_a_spinner_on_a_terminal_and_plain_lines_otherwise() -> anyhow::Re
     assert!(!plain.contains("\u{1b}[2K"), "{plain:?}");
     assert!(plain.contains("(etcd + kube-apiserver) …"), "{plain:?}");
     assert!(plain.contains("(etcd + kube-apiserver): done in"), "{plain:?}");
+    Ok(())
+}
+
+/// `--k8s-version 1.36.3,1.37.2`: one cluster per version, the target checked on each, check
+/// names carrying the version, one JUnit report for both.
+#[test]
+fn verify_checks_each_version_asked_for() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let junit = std::env::temp_dir().join(format!("kh-verify-versions-{}.xml", std::process::id()));
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args([
+            "--k8s-version",
+            "1.36.3,1.37.2",
+            "verify",
+            "--target",
+            "samples",
+            "--junit",
+        ])
+        .arg(&junit)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for v in ["1.36.3", "1.37.2"] {
+        assert!(stdout.contains(&format!("\nsamples@{v} — ")), "{stdout}");
+        assert!(stdout.contains(&format!("startup of {v}: ")), "{stdout}");
+    }
+    assert!(stdout.contains("1 targets × 2 version(s)"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit)?;
+    assert!(xml.contains("classname=\"samples@1.36.3\"") && xml.contains("classname=\"samples@1.37.2\""));
+    std::fs::remove_file(&junit)?;
+    // Several versions are for verify only.
+    let err = Command::new(BIN)
+        .args(["--k8s-version", "1.36.3,1.37.2", "assets"])
+        .output()?;
+    assert_eq!(err.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("are for `verify` only"));
     Ok(())
 }

@@ -25,7 +25,7 @@ Environment: KUBE_HARNESS_PROVIDER, KUBE_HARNESS_ASSETS, KUBE_HARNESS_CACHE, KUB
 KUBE_HARNESS_LOG, KUBE_HARNESS_PROGRESS=plain (see the README)."
 )]
 struct Cli {
-    /// Kubernetes version to run.
+    /// Kubernetes version to run (`verify` takes several, comma-separated: one cluster each).
     #[arg(long = "k8s-version", global = true, env = "KUBE_HARNESS_K8S_VERSION", default_value = kube_harness::assets::DEFAULT_KUBERNETES_VERSION)]
     k8s_version: String,
     #[command(subcommand)]
@@ -143,7 +143,16 @@ pub(crate) fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let version = KubeVersion::parse(&cli.k8s_version)?;
+    let versions = cli
+        .k8s_version
+        .split(',')
+        .map(|v| KubeVersion::parse(v.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let version = match (&cli.command, versions.as_slice()) {
+        (_, [one]) => *one,
+        (Command::Verify { .. }, [first, ..]) => *first,
+        _ => anyhow::bail!("several versions ({}) are for `verify` only", cli.k8s_version),
+    };
     match cli.command {
         Command::Assets => {
             let assets = Resolver::new(version).resolve_async().await?;
@@ -169,7 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 keep_on_failure,
                 budget,
             };
-            verify(version, &dirs, &options).await
+            verify(&versions, &dirs, &options).await
         }
         Command::Down { env_file, cluster } => detach::down(cluster.as_deref(), env_file.as_deref()),
         Command::Up {
@@ -364,33 +373,26 @@ fn budget_check(cluster: &Cluster, budget: f64) -> kube_harness::check::CheckRes
     }
 }
 
-async fn verify(version: KubeVersion, dirs: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<ExitCode> {
+/// Write what failed (check, what was seen: the request and its answer for access checks)
+/// into the bundle beside the logs and objects.
+fn write_failed_checks(dir: &std::path::Path, results: &[kube_harness::check::CheckResult]) -> anyhow::Result<()> {
+    let text: String = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("FAIL {}\n  {}\n", r.check, r.detail.replace('\n', "\n  ")))
+        .collect();
+    let path = dir.join("failed-checks.txt");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `verify` over every version asked for (`--k8s-version 1.36.3,1.37.2`): one cluster per
+/// version, the targets on each; check names carry the version when there are several.
+async fn verify(versions: &[KubeVersion], dirs: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<ExitCode> {
     let targets = select_targets(load_targets(&target_dirs(dirs)?)?, &options.only)?;
-    let cluster = match options.provider {
-        kube_harness::provider::Provider::Local => start(version).await?,
-        kube_harness::provider::Provider::Existing => Cluster::existing(None).await?,
-        kube_harness::provider::Provider::Kind => Cluster::kind(version).await?,
-        kube_harness::provider::Provider::K3s => Cluster::k3s(version).await?,
-    };
     let mut all = Vec::new();
-    if let Some(budget) = options.budget {
-        let check = budget_check(&cluster, budget);
-        print_results("control-plane", std::slice::from_ref(&check));
-        all.push(check);
-    }
-    for target in &targets {
-        let what = format!("verifying target {} ({})", target.name, target.dir.display());
-        let results = kube_harness::progress::step(
-            &what,
-            kube_harness::check::verify_target_with(&cluster, target, options.update),
-        )
-        .await;
-        print_results(&target.name, &results);
-        if results.iter().any(|r| !r.passed) {
-            let dir = options.bundle.join(&target.name);
-            let files = kube_harness::check::write_failure_bundle(&cluster, target, &dir).await?;
-            println!("  failure bundle: {} ({} files)", dir.display(), files.len());
-        }
+    for version in versions {
+        let label = (versions.len() > 1).then(|| version.to_string());
+        let results = verify_version(*version, label.as_deref(), &targets, options).await?;
         all.extend(results);
     }
     let failed = all.iter().filter(|r| !r.passed).count();
@@ -398,15 +400,63 @@ async fn verify(version: KubeVersion, dirs: &[PathBuf], options: &VerifyOptions)
         std::fs::write(path, kube_harness::check::junit(&all))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let t = cluster.timings();
     println!(
-        "\n{} targets, {} checks: {} passed, {failed} failed",
+        "\n{} targets × {} version(s), {} checks: {} passed, {failed} failed",
         targets.len(),
+        versions.len(),
         all.len(),
         all.len() - failed
     );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn verify_version(
+    version: KubeVersion,
+    label: Option<&str>,
+    targets: &[Target],
+    options: &VerifyOptions,
+) -> anyhow::Result<Vec<kube_harness::check::CheckResult>> {
+    let cluster = match options.provider {
+        kube_harness::provider::Provider::Local => start(version).await?,
+        kube_harness::provider::Provider::Existing => Cluster::existing(None).await?,
+        kube_harness::provider::Provider::Kind => Cluster::kind(version).await?,
+        kube_harness::provider::Provider::K3s => Cluster::k3s(version).await?,
+    };
+    let named = |name: &str| label.map_or_else(|| name.to_owned(), |v| format!("{name}@{v}"));
+    let mut all = Vec::new();
+    if let Some(budget) = options.budget {
+        let mut check = budget_check(&cluster, budget);
+        check.target = named(&check.target);
+        print_results(&check.target.clone(), std::slice::from_ref(&check));
+        all.push(check);
+    }
+    for target in targets {
+        let what = format!("verifying target {} ({})", named(&target.name), target.dir.display());
+        let mut results = kube_harness::progress::step(
+            &what,
+            kube_harness::check::verify_target_with(&cluster, target, options.update),
+        )
+        .await;
+        for r in &mut results {
+            r.target = named(&r.target);
+        }
+        print_results(&named(&target.name), &results);
+        if results.iter().any(|r| !r.passed) {
+            let dir = options.bundle.join(named(&target.name));
+            let files = kube_harness::check::write_failure_bundle(&cluster, target, &dir).await?;
+            write_failed_checks(&dir, &results)?;
+            println!("  failure bundle: {} ({} files)", dir.display(), files.len() + 1);
+        }
+        all.extend(results);
+    }
+    let t = cluster.timings();
     println!(
-        "startup: {:.2}s (binaries {:.2}s, etcd template {:.2}s, certificates {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
+        "startup{}: {:.2}s (binaries {:.2}s, etcd template {:.2}s, certificates {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
+        label.map(|v| format!(" of {v}")).unwrap_or_default(),
         t.total.as_secs_f64(),
         t.assets.as_secs_f64(),
         t.template.as_secs_f64(),
@@ -414,7 +464,7 @@ async fn verify(version: KubeVersion, dirs: &[PathBuf], options: &VerifyOptions)
         t.etcd.as_secs_f64(),
         t.apiserver.as_secs_f64()
     );
-    if failed > 0 && options.keep_on_failure {
+    if all.iter().any(|r| !r.passed) && options.keep_on_failure {
         println!("\nkube-harness: keeping the cluster for inspection (--keep-on-failure); Ctrl-C to stop");
         println!("  export KUBECONFIG={}", cluster.kubeconfig_path().display());
         println!("  export PATH={}:$PATH", cluster.assets().dir().display());
@@ -422,11 +472,7 @@ async fn verify(version: KubeVersion, dirs: &[PathBuf], options: &VerifyOptions)
         wait_for_shutdown_signal().await?;
     }
     cluster.stop();
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(all)
 }
 
 /// Load and check every target directory before anything starts, so a typo costs no cluster.
