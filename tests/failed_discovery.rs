@@ -64,6 +64,7 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
         .and_then(|s| s.ca_bundle)
         .ok_or_else(|| anyhow::anyhow!("no caBundle"))?;
 
+    let availability_checks_tls = cluster.info().version.minor >= 36;
     for fault in [
         Fault::NoDiscovery,
         Fault::PlainHttp,
@@ -97,6 +98,39 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
             Fault::BackendDown => running.stop_backend(),
         }
         nudge_apiservice(&client, APISERVICE).await?;
+        if matches!(fault, Fault::WrongCertName | Fault::WrongCaBundle) && !availability_checks_tls {
+            // kube-aggregator before 1.36 probes availability with TLS verification off
+            // (remote_available_controller.go: `Insecure: true`), so a bad certificate or
+            // caBundle leaves Available=True while the proxy itself refuses the backend.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (available, reason, message) =
+                wait_apiservice_status(&client, APISERVICE, "True", Duration::from_secs(5)).await?;
+            let resp = admin_http
+                .get(format!("{}{GROUP_PATH}", cluster.server_url()))
+                .send()
+                .await?;
+            let client_status = resp.status().as_u16();
+            let client_body = redact_ports(resp.text().await?.trim());
+            insta::with_settings!({ snapshot_suffix => format!("{name}-before-1.36") }, {
+                insta::assert_yaml_snapshot!("failed_discovery", Observed {
+                    available,
+                    reason,
+                    message: redact_ports(&message),
+                    client_status,
+                    client_body,
+                });
+            });
+            match fault {
+                Fault::WrongCaBundle => {
+                    let patch = serde_json::json!({"spec": {"caBundle": good_bundle}});
+                    apiservices
+                        .patch(APISERVICE, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                }
+                _ => running.restart_backend(&[]).await?,
+            }
+            continue;
+        }
         let detect = Instant::now();
         let (mut available, mut reason, mut message) =
             wait_apiservice_status(&client, APISERVICE, "False", Duration::from_secs(60)).await?;

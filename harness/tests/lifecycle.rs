@@ -225,7 +225,7 @@ fn a_process_killed_by_sigkill_leaves_nothing_behind() -> anyhow::Result<()> {
 /// cache is locked and written by rename).
 #[test]
 fn eight_processes_at_once_share_a_fresh_cache() -> anyhow::Result<()> {
-    let assets = kube_harness::assets::Resolver::new(Default::default()).resolve()?;
+    let assets = kube_harness::assets::Resolver::new(kube_harness::assets::KubeVersion::from_env()).resolve()?;
     let cache = std::env::temp_dir().join(format!("kh-parallel-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     std::fs::create_dir_all(&cache)?;

@@ -89,6 +89,21 @@ impl std::fmt::Display for KubeVersion {
     }
 }
 
+impl KubeVersion {
+    /// `KUBE_HARNESS_K8S_VERSION` if set and valid (an invalid value is reported and ignored),
+    /// else the default: the version [`crate::ControlPlane::builder`] and
+    /// [`crate::shared`] use.
+    pub fn from_env() -> Self {
+        match std::env::var("KUBE_HARNESS_K8S_VERSION") {
+            Ok(v) if !v.is_empty() => Self::parse(&v).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring KUBE_HARNESS_K8S_VERSION");
+                Self::default()
+            }),
+            _ => Self::default(),
+        }
+    }
+}
+
 impl Default for KubeVersion {
     fn default() -> Self {
         Self::default_version()

@@ -45,13 +45,7 @@ pub struct ControlPlane {
 /// `KUBE_HARNESS_K8S_VERSION` if set and valid (an invalid value is reported and ignored),
 /// else [`crate::assets::DEFAULT_KUBERNETES_VERSION`].
 pub(crate) fn version_from_env() -> KubeVersion {
-    match std::env::var("KUBE_HARNESS_K8S_VERSION") {
-        Ok(v) if !v.is_empty() => KubeVersion::parse(&v).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "ignoring KUBE_HARNESS_K8S_VERSION");
-            KubeVersion::default()
-        }),
-        _ => KubeVersion::default(),
-    }
+    KubeVersion::from_env()
 }
 
 impl Default for ControlPlane {
