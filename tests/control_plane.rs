@@ -38,6 +38,12 @@ async fn namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("namespace without a name"))
 }
 
+/// What `/readyz` (every check) answers now.
+async fn readyz(cluster: &Cluster) -> anyhow::Result<String> {
+    let request = http::Request::get("/readyz").body(Vec::new())?;
+    Ok(cluster.client().await?.request_text(request).await?)
+}
+
 /// A cluster copied from the etcd template is handed out before the two bootstrap hooks that
 /// sleep a second report done; `/readyz` passes every check shortly after.
 #[rstest]
@@ -45,12 +51,7 @@ async fn namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
 async fn readyz_passes_every_check_within_seconds(#[future] cluster: &'static Cluster) -> anyhow::Result<()> {
     let cluster = cluster.await;
     cluster.wait_readyz(Duration::from_secs(10)).await?;
-    let body = cluster
-        .client()
-        .await?
-        .request_text(http::Request::get("/readyz").body(Vec::new())?)
-        .await?;
-    assert_eq!(body, "ok");
+    assert_eq!(readyz(cluster).await?, "ok");
     Ok(())
 }
 
@@ -61,12 +62,7 @@ async fn a_strict_cluster_answers_readyz_ok_at_once() -> anyhow::Result<()> {
         .with_strict_readyz()
         .start()
         .await?;
-    let body = cluster
-        .client()
-        .await?
-        .request_text(http::Request::get("/readyz").body(Vec::new())?)
-        .await?;
-    assert_eq!(body, "ok");
+    assert_eq!(readyz(&cluster).await?, "ok");
     Ok(())
 }
 

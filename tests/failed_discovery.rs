@@ -98,79 +98,78 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
             Fault::BackendDown => running.stop_backend(),
         }
         nudge_apiservice(&client, APISERVICE).await?;
-        if matches!(fault, Fault::WrongCertName | Fault::WrongCaBundle) && !availability_checks_tls {
-            // kube-aggregator before 1.36 probes availability with TLS verification off
-            // (remote_available_controller.go: `Insecure: true`), so a bad certificate or
-            // caBundle leaves Available=True while the proxy itself refuses the backend.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let (available, reason, message) =
-                wait_apiservice_status(&client, APISERVICE, "True", Duration::from_secs(5)).await?;
-            let resp = admin_http
-                .get(format!("{}{GROUP_PATH}", cluster.server_url()))
-                .send()
-                .await?;
-            let client_status = resp.status().as_u16();
-            let client_body = redact_ports(resp.text().await?.trim());
-            insta::with_settings!({ snapshot_suffix => format!("{name}-before-1.36") }, {
-                insta::assert_yaml_snapshot!("failed_discovery", Observed {
-                    available,
-                    reason,
-                    message: redact_ports(&message),
-                    client_status,
-                    client_body,
-                });
-            });
-            match fault {
-                Fault::WrongCaBundle => {
-                    let patch = serde_json::json!({"spec": {"caBundle": good_bundle}});
-                    apiservices
-                        .patch(APISERVICE, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await?;
+        let (suffix, observed) =
+            if matches!(fault, Fault::WrongCertName | Fault::WrongCaBundle) && !availability_checks_tls {
+                // kube-aggregator before 1.36 probes availability with TLS verification off
+                // (remote_available_controller.go: `Insecure: true`), so a bad certificate or
+                // caBundle leaves Available=True while the proxy itself refuses the backend.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (available, reason, message) =
+                    wait_apiservice_status(&client, APISERVICE, "True", Duration::from_secs(5)).await?;
+                let resp = admin_http
+                    .get(format!("{}{GROUP_PATH}", cluster.server_url()))
+                    .send()
+                    .await?;
+                let client_status = resp.status().as_u16();
+                let client_body = redact_ports(resp.text().await?.trim());
+                (
+                    format!("{name}-before-1.36"),
+                    Observed {
+                        available,
+                        reason,
+                        message: redact_ports(&message),
+                        client_status,
+                        client_body,
+                    },
+                )
+            } else {
+                let detect = Instant::now();
+                let (mut available, mut reason, mut message) =
+                    wait_apiservice_status(&client, APISERVICE, "False", Duration::from_secs(60)).await?;
+                // A check that ran in the instant between stopping the healthy backend and starting
+                // the faulty one saw "connection refused"; ask again until the fault itself shows.
+                let settle = Instant::now() + Duration::from_secs(10);
+                while !matches!(fault, Fault::BackendDown)
+                    && message.contains("connection refused")
+                    && Instant::now() < settle
+                {
+                    nudge_apiservice(&client, APISERVICE).await?;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    (available, reason, message) =
+                        wait_apiservice_status(&client, APISERVICE, "False", Duration::from_secs(60)).await?;
                 }
-                _ => running.restart_backend(&[]).await?,
-            }
-            continue;
-        }
-        let detect = Instant::now();
-        let (mut available, mut reason, mut message) =
-            wait_apiservice_status(&client, APISERVICE, "False", Duration::from_secs(60)).await?;
-        // A check that ran in the instant between stopping the healthy backend and starting
-        // the faulty one saw "connection refused"; ask again until the fault itself shows.
-        let settle = Instant::now() + Duration::from_secs(10);
-        while !matches!(fault, Fault::BackendDown) && message.contains("connection refused") && Instant::now() < settle
-        {
-            nudge_apiservice(&client, APISERVICE).await?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            (available, reason, message) =
-                wait_apiservice_status(&client, APISERVICE, "False", Duration::from_secs(60)).await?;
-        }
-        println!("{name}: Available=False after {:?}", detect.elapsed());
+                println!("{name}: Available=False after {:?}", detect.elapsed());
 
-        // A client meanwhile. Right after the condition turns False the proxy may not have
-        // seen it yet and still tries the backend: 503 "error trying to reach service: <err>".
-        // Once it has, every request gets the steady 503 "service unavailable".
-        let steady = Instant::now() + Duration::from_secs(10);
-        let (client_status, client_body) = loop {
-            let resp = admin_http
-                .get(format!("{}{GROUP_PATH}", cluster.server_url()))
-                .send()
-                .await?;
-            let status = resp.status().as_u16();
-            let body = resp.text().await?.trim().to_owned();
-            if body == "service unavailable" || Instant::now() > steady {
-                break (status, body);
-            }
-            assert_eq!(status, 503, "{name}: {body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        insta::with_settings!({ snapshot_suffix => name.clone() }, {
-            insta::assert_yaml_snapshot!("failed_discovery", Observed {
-                available,
-                reason,
-                message: redact_ports(&message),
-                client_status,
-                client_body,
-            });
+                // A client meanwhile. Right after the condition turns False the proxy may not have
+                // seen it yet and still tries the backend: 503 "error trying to reach service: <err>".
+                // Once it has, every request gets the steady 503 "service unavailable".
+                let steady = Instant::now() + Duration::from_secs(10);
+                let (client_status, client_body) = loop {
+                    let resp = admin_http
+                        .get(format!("{}{GROUP_PATH}", cluster.server_url()))
+                        .send()
+                        .await?;
+                    let status = resp.status().as_u16();
+                    let body = resp.text().await?.trim().to_owned();
+                    if body == "service unavailable" || Instant::now() > steady {
+                        break (status, body);
+                    }
+                    assert_eq!(status, 503, "{name}: {body}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                (
+                    name.clone(),
+                    Observed {
+                        available,
+                        reason,
+                        message: redact_ports(&message),
+                        client_status,
+                        client_body,
+                    },
+                )
+            };
+        insta::with_settings!({ snapshot_suffix => suffix }, {
+            insta::assert_yaml_snapshot!("failed_discovery", observed);
         });
 
         // The rest of the API is unaffected.

@@ -207,12 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve_detached: true,
             ..
         } => {
-            let loaded = load_targets(&fixtures)?;
-            let cluster = start(version).await?;
-            let targets = up_targets(&cluster, &loaded).await?;
-            if let Some(path) = &kubeconfig {
-                cluster.write_kubeconfig(path)?;
-            }
+            let (cluster, targets) = bring_up(version, &fixtures, kubeconfig.as_deref()).await?;
             let shown = kubeconfig.as_deref().unwrap_or(cluster.kubeconfig_path());
             let handle = cluster.handle().context("a local cluster has a handle")?;
             detach::announce(&handle, env_file.as_deref(), shown)?;
@@ -221,23 +216,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let _ = nix::unistd::dup2_stdout(&null);
             }
             detach::wait_for_stop(stop_with).await?;
-            down_targets(&cluster, targets).await;
-            cluster.stop();
-            if let Some(path) = kubeconfig {
-                let _ = std::fs::remove_file(path);
-            }
+            tear_down(cluster, targets, kubeconfig.as_deref()).await;
             detach::remove_daemon_log();
             Ok(ExitCode::SUCCESS)
         }
         Command::Up {
             kubeconfig, fixtures, ..
         } => {
-            let loaded = load_targets(&fixtures)?;
-            let cluster = start(version).await?;
-            let targets = up_targets(&cluster, &loaded).await?;
-            if let Some(path) = &kubeconfig {
-                cluster.write_kubeconfig(path)?;
-            }
+            let (cluster, targets) = bring_up(version, &fixtures, kubeconfig.as_deref()).await?;
             let shown = kubeconfig.as_deref().unwrap_or(cluster.kubeconfig_path());
             println!("kube-harness: Kubernetes {version} is up at {}", cluster.server_url());
             println!("  export KUBECONFIG={}", shown.display());
@@ -246,12 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Press Ctrl-C to stop.");
             wait_for_shutdown_signal().await?;
             eprintln!("kube-harness: stopping");
-            down_targets(&cluster, targets).await;
-            let written = kubeconfig.clone();
-            cluster.stop();
-            if let Some(path) = written {
-                let _ = std::fs::remove_file(path);
-            }
+            tear_down(cluster, targets, kubeconfig.as_deref()).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec { fixtures, command } => {
@@ -473,6 +454,30 @@ async fn verify_version(
     }
     cluster.stop();
     Ok(all)
+}
+
+/// `up`'s start: the cluster, its targets, the kubeconfig copy if asked for.
+async fn bring_up(
+    version: KubeVersion,
+    fixtures: &[PathBuf],
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<(Cluster, Vec<RunningTarget>)> {
+    let loaded = load_targets(fixtures)?;
+    let cluster = start(version).await?;
+    let targets = up_targets(&cluster, &loaded).await?;
+    if let Some(path) = kubeconfig {
+        cluster.write_kubeconfig(path)?;
+    }
+    Ok((cluster, targets))
+}
+
+/// `up`'s end: targets down, cluster stopped, the kubeconfig copy removed.
+async fn tear_down(cluster: Cluster, targets: Vec<RunningTarget>, kubeconfig: Option<&std::path::Path>) {
+    down_targets(&cluster, targets).await;
+    cluster.stop();
+    if let Some(path) = kubeconfig {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Load and check every target directory before anything starts, so a typo costs no cluster.
