@@ -98,7 +98,7 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
             Fault::BackendDown => running.stop_backend(),
         }
         nudge_apiservice(&client, APISERVICE).await?;
-        let (suffix, observed) =
+        let (suffix, (available, reason, message), client_status, client_body) =
             if matches!(fault, Fault::WrongCertName | Fault::WrongCaBundle) && !availability_checks_tls {
                 // kube-aggregator before 1.36 probes availability with TLS verification off
                 // (remote_available_controller.go: `Insecure: true`), so a bad certificate or
@@ -114,13 +114,9 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
                 let client_body = redact_ports(resp.text().await?.trim());
                 (
                     format!("{name}-before-1.36"),
-                    Observed {
-                        available,
-                        reason,
-                        message: redact_ports(&message),
-                        client_status,
-                        client_body,
-                    },
+                    (available, reason, message),
+                    client_status,
+                    client_body,
                 )
             } else {
                 let detect = Instant::now();
@@ -157,17 +153,15 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
                     assert_eq!(status, 503, "{name}: {body}");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 };
-                (
-                    name.clone(),
-                    Observed {
-                        available,
-                        reason,
-                        message: redact_ports(&message),
-                        client_status,
-                        client_body,
-                    },
-                )
+                (name.clone(), (available, reason, message), client_status, client_body)
             };
+        let observed = Observed {
+            available,
+            reason,
+            message: redact_ports(&message),
+            client_status,
+            client_body,
+        };
         insta::with_settings!({ snapshot_suffix => suffix }, {
             insta::assert_yaml_snapshot!("failed_discovery", observed);
         });

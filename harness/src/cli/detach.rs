@@ -121,7 +121,7 @@ pub(crate) async fn wait_for_stop(stop_with: Option<u32>) -> anyhow::Result<()> 
     let watch = async {
         match stop_with {
             Some(pid) => {
-                while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                while kube_harness::process::alive(pid) {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
@@ -155,14 +155,6 @@ fn handle_file(cluster: Option<&Path>, env_file: Option<&Path>) -> anyhow::Resul
         .with_context(|| format!("which cluster? pass --env-file or --cluster, or set {CLUSTER_VAR}"))
 }
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z")
-    })
-}
-
 /// `down`: stop the background `up` that owns the cluster and wait until its processes are
 /// gone.
 pub(crate) fn down(cluster: Option<&Path>, env_file: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -176,7 +168,7 @@ pub(crate) fn down(cluster: Option<&Path>, env_file: Option<&Path>) -> anyhow::R
         .with_context(|| format!("cannot signal the owner (pid {})", handle.owner_pid))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let pids = [handle.owner_pid, handle.apiserver_pid, handle.etcd_pid];
-    while pids.iter().any(|p| alive(*p)) {
+    while pids.iter().any(|p| kube_harness::process::alive(*p)) {
         if Instant::now() > deadline {
             bail!("the cluster did not stop within 30 s (pids {pids:?})");
         }

@@ -299,6 +299,16 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// Whether `pid` is a live process (not a zombie, which has exited and only waits to be
+/// collected). Linux: reads `/proc`.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
 /// TCP ports `pid` is listening on (IPv4 and IPv6), from its socket inodes and
 /// `/proc/net/tcp*`. Linux only; empty if `/proc` cannot be read.
 pub fn listening_ports(pid: u32) -> Vec<u16> {

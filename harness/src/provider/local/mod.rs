@@ -375,15 +375,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Whether `pid` is a live process (not a zombie). Linux: reads `/proc`.
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z")
-    })
-}
-
 impl Cluster {
     /// Where the cluster is.
     pub fn info(&self) -> &ClusterInfo {
@@ -493,7 +484,7 @@ impl Cluster {
             ("kube-apiserver", handle.apiserver_pid),
             ("etcd", handle.etcd_pid),
         ] {
-            if !process_alive(pid) {
+            if !crate::process::alive(pid) {
                 return Err(attach_err(format!(
                     "{what} (pid {pid}) is no longer running; start the cluster again (`kube-harness up --detach`)"
                 )));
@@ -855,7 +846,7 @@ impl Cluster {
                     ("etcd", h.etcd_pid, self.etcd_log()),
                     ("kube-apiserver", h.apiserver_pid, self.apiserver_log()),
                 ] {
-                    if !process_alive(pid) {
+                    if !crate::process::alive(pid) {
                         return Err(Error::Exited {
                             component,
                             status: format!("pid {pid}, owned by another process, is gone"),
