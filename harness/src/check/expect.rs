@@ -14,8 +14,9 @@ use crate::fixtures::expect::{Access, Expectations};
 use crate::fixtures::{RunningTarget, Target};
 use crate::{Cluster, Error, Result};
 
-/// How long an expected-allowed request may still be denied while new RBAC objects reach the
-/// authorizers' informers.
+/// How long after the access checks begin an expected-allowed request may still be denied
+/// while new RBAC objects reach the authorizers' informers. One window for all the checks, so
+/// a missing binding costs it once, not once per check.
 const RBAC_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The snapshot file for one object's round trip.
@@ -36,9 +37,10 @@ pub(crate) async fn run(
     expectations: &Expectations,
     update: bool,
 ) {
+    let rbac_deadline = Instant::now() + RBAC_PATIENCE;
     for access in &expectations.access {
         let t = Instant::now();
-        let outcome = check_access(cluster, access).await;
+        let outcome = check_access(cluster, access, rbac_deadline.saturating_duration_since(t)).await;
         rec.record(format!("access: {}", access.describe()), t, outcome);
     }
     let client = match cluster.client().await {
@@ -71,7 +73,11 @@ pub(crate) async fn run(
     }
 }
 
-async fn check_access(cluster: &Cluster, access: &Access) -> std::result::Result<String, String> {
+async fn check_access(
+    cluster: &Cluster,
+    access: &Access,
+    patience: Duration,
+) -> std::result::Result<String, String> {
     let client = cluster
         .user(&access.user, access.groups.clone())
         .await
@@ -88,7 +94,7 @@ async fn check_access(cluster: &Cluster, access: &Access) -> std::result::Result
         }
     };
     let result = if access.allowed {
-        super::retry_while_forbidden(RBAC_PATIENCE, request).await
+        super::retry_while_forbidden(patience, request).await
     } else {
         request().await
     };
