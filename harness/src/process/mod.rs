@@ -116,6 +116,24 @@ pub struct ChildSpec {
     pub log: PathBuf,
     /// Working directory.
     pub cwd: Option<PathBuf>,
+    /// Environment variables set on top of this process's environment.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+fn runnable_command_line(spec: &ChildSpec) -> Vec<OsString> {
+    let mut line = Vec::new();
+    if !spec.env.is_empty() {
+        line.push(OsString::from("env"));
+        for (name, value) in &spec.env {
+            let mut pair = name.clone();
+            pair.push("=");
+            pair.push(value);
+            line.push(pair);
+        }
+    }
+    line.push(spec.program.clone().into_os_string());
+    line.extend(spec.args.iter().cloned());
+    line
 }
 
 /// A supervised child process. Dropping it stops it.
@@ -151,6 +169,7 @@ impl Child {
         if let Some(cwd) = &spec.cwd {
             command.current_dir(cwd);
         }
+        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
         die_with_parent(&mut command);
         let child = spawn_from_keeper(command).map_err(|source| Error::Spawn {
             binary: spec.program.clone(),
@@ -159,9 +178,7 @@ impl Child {
         tracing::debug!(component = spec.component, pid = child.id(), log = ?spec.log, "spawned");
         Ok(Self {
             component: spec.component,
-            command: std::iter::once(spec.program.clone().into_os_string())
-                .chain(spec.args.iter().cloned())
-                .collect(),
+            command: runnable_command_line(spec),
             pid: child.id(),
             log: spec.log.clone(),
             inner: Mutex::new(child),
@@ -169,7 +186,8 @@ impl Child {
         })
     }
 
-    /// The program and its arguments, as spawned.
+    /// The program and its arguments, as spawned; prefixed with `env NAME=value …` when
+    /// variables were set, so the line can be run again from a shell.
     pub fn command(&self) -> &[OsString] {
         &self.command
     }
@@ -477,6 +495,7 @@ mod tests {
             args: vec![],
             log: dir.path().join("log"),
             cwd: None,
+            env: Vec::new(),
         };
         let err = Child::spawn(&spec).err();
         assert!(matches!(err, Some(Error::Spawn { .. })), "{err:?}");
@@ -492,6 +511,7 @@ mod tests {
             args: vec!["-c".into(), "sleep 300 & sleep 300".into()],
             log: dir.path().join("log"),
             cwd: None,
+            env: Vec::new(),
         };
         let child = Child::spawn(&spec)?;
         assert!(child.try_exit().is_none());

@@ -106,6 +106,7 @@ pub(crate) async fn start_etcd(
                 args,
                 log: run_dir.join(ETCD_LOG),
                 cwd: Some(run_dir.to_owned()),
+                env: Vec::new(),
             })?;
             wait_http_ready(
                 &child,
@@ -141,6 +142,20 @@ pub(crate) async fn start_etcd(
         }
     })
     .await
+}
+
+/// The Go garbage collector's target for kube-apiserver. At the default (`GOGC=100`) it
+/// collects over and over while start-up builds its API and OpenAPI tables; at 400 a start
+/// takes about a quarter less CPU (0.85 → 0.63 s of CPU by ready, read from /proc, mean of 5 starts)
+/// for about 80 MB more memory, and the heap target still follows the live heap, so a busy
+/// cluster cannot run away. A `GOGC` or `GOMEMLIMIT` in the environment is left to decide.
+const APISERVER_GOGC: &str = "400";
+
+fn go_gc_env() -> Vec<(OsString, OsString)> {
+    if std::env::var_os("GOGC").is_some() || std::env::var_os("GOMEMLIMIT").is_some() {
+        return Vec::new();
+    }
+    vec![("GOGC".into(), APISERVER_GOGC.into())]
 }
 
 pub(super) async fn start_apiserver(
@@ -213,6 +228,7 @@ pub(super) async fn start_apiserver(
                 args,
                 log: run_dir.join(APISERVER_LOG),
                 cwd: Some(run_dir.to_owned()),
+                env: go_gc_env(),
             })?;
             wait_http_ready(&child, timeout, &probe_client, &format!("{url}/{readyz}"), None).await?;
             Ok(Started {
