@@ -73,11 +73,7 @@ pub(crate) async fn run(
     }
 }
 
-async fn check_access(
-    cluster: &Cluster,
-    access: &Access,
-    patience: Duration,
-) -> std::result::Result<String, String> {
+async fn check_access(cluster: &Cluster, access: &Access, patience: Duration) -> std::result::Result<String, String> {
     let client = cluster
         .user(&access.user, access.groups.clone())
         .await
