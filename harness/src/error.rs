@@ -233,6 +233,23 @@ pub enum Error {
     #[error("{0}")]
     Fixture(String),
 
+    /// The aggregator cannot verify an extension server's serving certificate with the
+    /// APIService's `caBundle` (a wrong CA, or a certificate without the Service's DNS name).
+    /// Waiting does not heal it, so bring-up stops as soon as the aggregator says so twice.
+    #[error(
+        "APIService {apiservice}: the aggregator cannot verify its backend's serving certificate ({detail}). \
+         Check that its caBundle (a target's `caBundleFrom`) is the CA that issued the backend's serving certificate, \
+         and that the certificate's dnsNames include {service_dns}"
+    )]
+    BackendCertificate {
+        /// The APIService.
+        apiservice: String,
+        /// The aggregator's words, from `tls: failed to verify certificate` on.
+        detail: String,
+        /// `<service>.<namespace>.svc`, the name the aggregator verifies.
+        service_dns: String,
+    },
+
     /// A wait ran out of time.
     #[error("timed out after {timeout:?} waiting for {what}")]
     WaitTimeout {

@@ -71,8 +71,13 @@ pub(crate) fn write(config: &Kubeconfig, path: &Path) -> Result<()> {
 
 /// Build a kube client from a kubeconfig.
 pub(crate) async fn client(config: Kubeconfig) -> Result<kube::Client> {
-    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+    let mut config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
         .await
         .map_err(|e| Error::Client(Box::new(e)))?;
+    // kube-client's default policy retries 429, 503 and 504 up to 15 times with exponential
+    // backoff from 5 ms: a steady 503 (an unavailable APIService, the very thing scenarios
+    // check) took minutes to come back instead of milliseconds. Tests see the API's answer;
+    // the harness's own waits retry what they must.
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))
 }
