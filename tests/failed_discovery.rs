@@ -129,7 +129,7 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
                 let settle = Instant::now() + Duration::from_secs(10);
                 let transient = |message: &str| match fault {
                     Fault::BackendDown => !message.contains("connection refused"),
-                    _ => message.contains("connection refused"),
+                    _ => message.contains("connection refused") || message.contains("connection reset by peer"),
                 };
                 while transient(&message) && Instant::now() < settle {
                     nudge_apiservice(&client, APISERVICE).await?;
