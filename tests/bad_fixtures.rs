@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use kube_harness::fixtures::Target;
+use kube_harness::target::Target;
 use rstest::rstest;
 
 #[rstest]

@@ -8,7 +8,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube_harness::Error;
-use kube_harness::fixtures::Target;
+use kube_harness::target::Target;
 
 #[tokio::test]
 async fn a_ca_bundle_of_another_ca_fails_bring_up_at_once() -> anyhow::Result<()> {

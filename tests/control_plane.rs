@@ -6,37 +6,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::{Api, Client};
+use kube_harness::Capability;
 use kube_harness::Cluster;
-use kube_harness::provider::Capability;
-use rstest::{fixture, rstest};
+use rstest::rstest;
 
-#[fixture]
-async fn cluster() -> &'static Cluster {
-    match kube_harness::shared().await {
-        Ok(c) => c,
-        Err(e) => panic!("the shared control plane did not start: {e}"),
-    }
-}
-
-/// A namespace of our own, so tests can run in parallel against the shared cluster.
-async fn namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{prefix}-")),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let created = Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await?;
-    created
-        .metadata
-        .name
-        .ok_or_else(|| anyhow::anyhow!("namespace without a name"))
-}
+mod common;
+use common::{cluster, namespace};
 
 /// What `/readyz` (every check) answers now.
 async fn readyz(cluster: &Cluster) -> anyhow::Result<String> {

@@ -12,8 +12,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
 use kube_harness::Cluster;
 use kube_harness::check::{self, CrudCase};
-use kube_harness::fixtures::Target;
 use kube_harness::snapshot::redact;
+use kube_harness::target::Target;
 use rstest::rstest;
 use serde_json::{Value, json};
 

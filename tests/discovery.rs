@@ -9,19 +9,21 @@ use std::process::{Command, Stdio};
 
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Api;
-use kube_harness::fixtures::Target;
-use kube_harness::fixtures::apply::available_condition;
+use kube_harness::target::Target;
+use kube_harness::target::apply::available_condition;
 use serde_json::Value;
+
+mod common;
 
 const GROUP: &str = "wardle.example.com";
 
 /// The wardle target, switched to `insecureSkipTLSVerify: true` and no `caBundle`.
 fn insecure_wardle() -> anyhow::Result<Target> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/targets/wardle");
+    let dir = common::target_dir("wardle");
     let mut target = Target::load(dir)?;
-    for doc in target.objects.iter_mut().filter(|d| d.kind == "APIService") {
-        if let Some(spec) = doc.value.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("insecureSkipTLSVerify".into(), true.into());
+    for api_service in &mut target.plan.api_services {
+        if let Some(spec) = api_service.object.spec.as_mut() {
+            spec.insecure_skip_tls_verify = Some(true);
         }
     }
     if let Some(spec) = target.spec.as_mut() {

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use kube_harness::check::verify_target;
-use kube_harness::fixtures::Target;
+use kube_harness::target::Target;
 use rstest::rstest;
 
 #[rstest]

@@ -15,11 +15,13 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube_harness::fixtures::Target;
-use kube_harness::fixtures::apply::{nudge_apiservice, wait_apiservice_status};
+use kube_harness::Capability;
 use kube_harness::pki::{Ca, CertSpec};
-use kube_harness::provider::Capability;
 use kube_harness::snapshot::redact_ports;
+use kube_harness::target::Target;
+use kube_harness::target::apply::{nudge_apiservice, wait_apiservice_status};
+
+mod common;
 
 const APISERVICE: &str = "v1beta1.k8s.wujiuye.com";
 const GROUP_PATH: &str = "/apis/k8s.wujiuye.com/v1beta1/namespaces/default/requests";
@@ -51,7 +53,7 @@ async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() ->
             return Ok(());
         }
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/targets/requests");
+    let dir = common::target_dir("requests");
     let mut running = cluster.up_target(&Target::load(dir)?).await?;
     let client = cluster.client().await?;
     let apiservices: Api<APIService> = Api::all(client.clone());

@@ -18,7 +18,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
 use kube_harness::check;
-use kube_harness::fixtures::Target;
+use kube_harness::target::Target;
 
 const BOUND_NS: &str = "rbac-bound";
 const OTHER_NS: &str = "rbac-other";

@@ -6,8 +6,10 @@ use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use kube_harness::fixtures::Target;
-use kube_harness::provider::Capability;
+use kube_harness::Capability;
+use kube_harness::target::Target;
+
+mod common;
 
 /// Socket inodes held open by `pid`.
 fn socket_inodes(pid: u32) -> HashSet<u64> {
@@ -62,7 +64,7 @@ async fn every_listener_is_on_loopback() -> anyhow::Result<()> {
         println!("{reason}");
         return Ok(());
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/targets/requests");
+    let dir = common::target_dir("requests");
     let running = cluster.up_target(&Target::load(dir)?).await?;
     let mut pids = cluster.pids();
     pids.extend(running.backend().map(|b| b.pid()));
@@ -102,7 +104,7 @@ async fn private_keys_are_0600_in_0700_directories() -> anyhow::Result<()> {
         println!("{reason}");
         return Ok(());
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/targets/wardle");
+    let dir = common::target_dir("wardle");
     let running = cluster.up_target(&Target::load(dir)?).await?;
     let run_dir = &cluster.info().run_dir;
     let key_dirs = [run_dir.join("pki"), run_dir.join("targets/wardle/certs")];

@@ -6,22 +6,11 @@ use std::time::Duration;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Api;
 use kube_harness::Cluster;
-use kube_harness::fixtures::{Target, apply::available_condition};
-use rstest::{fixture, rstest};
+use kube_harness::target::{Target, apply::available_condition};
+use rstest::rstest;
 
-#[fixture]
-async fn cluster() -> &'static Cluster {
-    match kube_harness::shared().await {
-        Ok(c) => c,
-        Err(e) => panic!("the shared control plane did not start: {e}"),
-    }
-}
-
-fn target_dir(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/targets")
-        .join(name)
-}
+mod common;
+use common::{cluster, target_dir};
 
 #[rstest]
 #[tokio::test]
@@ -192,6 +181,30 @@ async fn a_failed_bring_up_is_reported_and_rolled_back(
     assert!(
         configmaps.get_opt(applied_first).await?.is_none(),
         "{applied_first} was left behind"
+    );
+    Ok(())
+}
+
+/// `env:` in a backend spec reaches the backend, placeholders expanded (it was parsed and
+/// validated but never passed on).
+#[rstest]
+#[tokio::test]
+async fn a_backend_gets_the_environment_its_spec_names(#[future] cluster: &'static Cluster) -> anyhow::Result<()> {
+    let cluster = cluster.await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apply-fixtures/backend-env");
+    let running = cluster.up_target(&Target::load(&dir)?).await?;
+    let port = running
+        .port()
+        .ok_or_else(|| anyhow::anyhow!("the backend got no port"))?;
+    let log = running
+        .backend()
+        .map(|b| std::fs::read_to_string(b.log()))
+        .transpose()?
+        .unwrap_or_default();
+    running.down(cluster).await?;
+    assert!(
+        log.contains(&format!("plain=a value without placeholders port={port}")),
+        "backend log: {log}"
     );
     Ok(())
 }

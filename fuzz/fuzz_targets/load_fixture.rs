@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use kube_harness::fixtures::{load, spec};
+use kube_harness::target::{load, spec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use kube_harness::ControlPlane;
-use kube_harness::fixtures::Target;
+use kube_harness::target::Target;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
-use kube_harness::fixtures::Target;
+use kube_harness::target::Target;
 use kube_harness::{Cluster, ControlPlane};
 use serde_json::{Value, json};
 
@@ -150,7 +150,11 @@ impl BareSetup {
 
     fn round(&self, script: &Path) -> anyhow::Result<f64> {
         let fresh: Vec<String> = (0..3)
-            .map(|_| kube_harness::process::free_port("bench").map(|p| p.to_string()))
+            .map(|_| {
+                std::net::TcpListener::bind(("127.0.0.1", 0))
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port().to_string())
+            })
             .collect::<Result<_, _>>()?;
         let data = self.dir.join("etcd-data");
         let _ = std::fs::remove_dir_all(&data);
@@ -208,9 +212,9 @@ async fn availability(cluster: &Cluster, dir: &Path, rounds: usize) -> anyhow::R
 
 /// The collection path of the first resource the target's first APIService serves.
 fn list_path(target: &Target) -> Option<String> {
-    let apiservice = target.objects.iter().find(|d| d.kind == "APIService")?;
-    let group = apiservice.value["spec"]["group"].as_str()?;
-    let version = apiservice.value["spec"]["version"].as_str()?;
+    let spec = target.plan.api_services.first()?.object.spec.as_ref()?;
+    let group = spec.group.as_deref()?;
+    let version = spec.version.as_deref()?;
     let resource = match group {
         "k8s.wujiuye.com" => "requests",
         "wardle.example.com" => "flunders",

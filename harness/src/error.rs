@@ -146,8 +146,8 @@ pub enum Error {
         hint: &'static str,
     },
 
-    /// A provider could not be used (unknown name, no Docker, a failing `kind` command, an
-    /// unusable kubeconfig).
+    /// A provider could not be used (no Docker, no `kind`, an image that is not present, a
+    /// failing `docker`/`kind` command).
     #[error("{0}")]
     Provider(String),
 
@@ -222,16 +222,110 @@ pub enum Error {
 
     /// The shared cluster of this process failed to start (the first attempt's error).
     #[error("the shared cluster of this test process failed to start: {0}")]
-    SharedStart(String),
+    SharedStart(#[source] std::sync::Arc<Error>),
+
+    /// `KUBE_HARNESS_PROVIDER` or `--provider` names no provider.
+    #[error("unknown provider {0:?} (KUBE_HARNESS_PROVIDER or --provider): use local, existing, kind or k3s")]
+    UnknownProvider(String),
+
+    /// A kubeconfig could not be read or its current context resolved.
+    #[error("cannot use the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file (or where it was looked for).
+        path: String,
+        /// kube's reason.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+
+    /// The kubeconfig's cluster has no certificate authority.
+    #[error(
+        "the kubeconfig's cluster {server} has no certificate-authority(-data): kube-harness verifies the API server; \
+         add the CA that signed its serving certificate"
+    )]
+    NoServerCa {
+        /// The API server.
+        server: String,
+    },
+
+    /// A background task panicked or was cancelled.
+    #[error("the {what} task failed: {source}")]
+    Task {
+        /// What the task did.
+        what: &'static str,
+        /// The join error.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    /// Watching an object for a condition failed.
+    #[error("watching {what} failed: {source}")]
+    Watch {
+        /// What was watched.
+        what: String,
+        /// kube-runtime's reason.
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
 
     /// A fixture could not be loaded.
     #[error(transparent)]
-    Load(#[from] crate::fixtures::LoadError),
+    Load(#[from] crate::target::LoadError),
 
     /// A fixture could not be applied or its target brought up; the message names the file,
-    /// document and object.
+    /// document and object (the remaining cases whose message is all there is).
     #[error("{0}")]
     Fixture(String),
+
+    /// A target failed to come up (what was applied has been rolled back).
+    #[error("target {target}: {source}")]
+    BringUp {
+        /// The target's name.
+        target: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A wait for a target's object failed while its backend ran; the backend's last log
+    /// lines usually say why.
+    #[error("{source}; last lines of the backend's log:\n{tail}")]
+    WithBackendLog {
+        /// The failed wait.
+        #[source]
+        source: Box<Error>,
+        /// The backend log's tail.
+        tail: String,
+    },
+
+    /// The API server refused a fixture object.
+    #[error("{file}: applying {object}: {source}")]
+    Apply {
+        /// File and document.
+        file: String,
+        /// `Kind/[namespace/]name`.
+        object: String,
+        /// The API's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// An object that was being waited for was deleted.
+    #[error("{what} was deleted while waiting")]
+    Vanished {
+        /// `Kind name`.
+        what: String,
+    },
+
+    /// A request the harness makes to check something failed.
+    #[error("{what}: {source}")]
+    Request {
+        /// The request (`GET /apis`, say).
+        what: String,
+        /// The API's answer.
+        #[source]
+        source: kube::Error,
+    },
 
     /// The aggregator cannot verify an extension server's serving certificate with the
     /// APIService's `caBundle` (a wrong CA, or a certificate without the Service's DNS name).

@@ -20,6 +20,8 @@
 //! | `KUBE_HARNESS_ASSETS`, `KUBEBUILDER_ASSETS` | directory with `kube-apiserver`, `etcd`, `kubectl`; skips the cache and the build |
 //! | `KUBE_HARNESS_CACHE` | cache root (default `$XDG_CACHE_HOME/kube-harness` or `~/.cache/kube-harness`) |
 //! | `KUBE_HARNESS_K8S_VERSION` | version of the [`shared`] cluster (default [`assets::DEFAULT_KUBERNETES_VERSION`]) |
+//! | `KUBE_HARNESS_PROVIDER` | provider of the [`shared`] cluster: `local` (default), `existing`, `kind`, `k3s` ([`provider`]) |
+//! | `KUBE_HARNESS_CLUSTER` | handle file of a cluster `kube-harness up --detach` runs: [`shared`] attaches to it |
 //! | `KUBE_HARNESS_RUN_ROOT` | where run directories go (default `<tmp>/kube-harness-<uid>`) |
 //! | `KUBE_HARNESS_KEEP=1` | keep run directories (certificates, logs, etcd data) after a cluster stops |
 //!
@@ -32,19 +34,40 @@
 
 #![deny(missing_debug_implementations)]
 
+//! ## Map
+//! | module | what |
+//! |---|---|
+//! | [`cluster`] | [`Cluster`], [`ClusterInfo`], [`Capability`]; identities (users, tokens, impersonation, kubeconfigs); the handle of a detached cluster |
+//! | [`provider`] | [`Provider`] and the one [`provider::start`]; the local control plane ([`ControlPlane`]), existing clusters, kind, k3s |
+//! | [`target`] | a target directory: load ([`Target`]) → up ([`RunningTarget`]) → down |
+//! | [`check`] | probes and `verify` (expectations, reports, failure bundles) |
+//! | [`snapshot`] | redactions for insta snapshots |
+//! | [`assets`] | binaries: environment directory → cache → envtest tarball → Go build |
+//! | [`pki`] | CAs, serving and client certificates |
+//! | [`process`] | supervised child processes (parent-death signal, reaper, run directories) |
+//! | [`error`] | [`Error`] and [`Result`] |
+
 pub mod assets;
 pub mod check;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod cluster;
 pub mod error;
-pub mod fixtures;
 pub mod pki;
 pub mod process;
-pub mod progress;
+pub(crate) mod progress;
 pub mod provider;
 pub mod snapshot;
+pub mod target;
+pub(crate) mod wait;
 
+#[doc(inline)]
+pub use cluster::{Capability, Cluster, ClusterHandle, ClusterInfo, StartupTimings};
 #[doc(inline)]
 pub use error::{Error, Result};
 #[doc(inline)]
-pub use provider::local::{Cluster, ClusterHandle, ClusterInfo, ControlPlane, StartupTimings};
+pub use provider::local::ControlPlane;
 #[doc(inline)]
-pub use provider::shared;
+pub use provider::{Provider, StartOptions, shared};
+#[doc(inline)]
+pub use target::{RunningTarget, Target};

@@ -1,7 +1,5 @@
-//! The `kube-harness` command line: start a local control plane for a shell or a command.
-
-mod cli;
+//! The `kube-harness` command line (built with the `cli` feature, on by default).
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    kube_harness::cli::main()
 }

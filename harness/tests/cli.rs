@@ -339,6 +339,70 @@ async fn verify_runs_on_an_existing_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `up --provider existing` brings a target up on a cluster it did not start (found through
+/// KUBECONFIG), serves until SIGTERM, then takes the target down and leaves the cluster
+/// running.
+#[tokio::test]
+async fn up_on_an_existing_cluster_serves_a_target_and_leaves_the_cluster() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let cluster = kube_harness::ControlPlane::builder().start().await?;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut child = tokio::process::Command::new(BIN)
+        .current_dir(root)
+        .args([
+            "up",
+            "--provider",
+            "existing",
+            "--fixtures",
+            "fixtures/targets/requests",
+        ])
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let ready = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await? {
+            let done = line.starts_with("Press Ctrl-C");
+            seen.push(line);
+            if done {
+                return Ok::<bool, std::io::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    assert!(
+        matches!(ready, Ok(Ok(true))),
+        "up did not come up: {ready:?}\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("(existing) is up at") && l.contains(cluster.server_url())),
+        "{seen:?}"
+    );
+    let gvk = kube::api::GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService");
+    let apiservices: kube::Api<kube::api::DynamicObject> =
+        kube::Api::all_with(cluster.client().await?, &kube::api::ApiResource::from_gvk(&gvk));
+    assert!(apiservices.get_opt("v1beta1.k8s.wujiuye.com").await?.is_some());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap_or_default())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+    assert!(status.success(), "{status}");
+    cluster.check_alive()?;
+    assert!(
+        apiservices.get_opt("v1beta1.k8s.wujiuye.com").await?.is_none(),
+        "the target's APIService was left behind"
+    );
+    Ok(())
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {

@@ -33,12 +33,7 @@ fn pid_alive(pid_file: &Path) -> bool {
     std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
-        .is_some_and(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            })
-        })
+        .is_some_and(kube_harness::process::alive)
 }
 
 #[tokio::test]

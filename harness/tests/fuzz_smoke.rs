@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kube_harness::fixtures::{load, spec};
+use kube_harness::target::{load, spec};
 
 /// xorshift64*: deterministic, so a failure reproduces with the printed iteration.
 struct Rng(u64);

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use kube_harness::process::alive;
 use kube_harness::{Cluster, ControlPlane};
 
 const MODE: &str = "KH_HELPER_MODE";
@@ -74,7 +75,13 @@ fn spawn_helper(mode: &str) -> anyhow::Result<(Child, Report)> {
 
 fn spawn_helper_with(mode: &str, env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<(Child, Report)> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    // A test runner started as a background job of a non-interactive shell ignores SIGINT,
+    // and a child inherits SIG_IGN: the SIGINT case would then wait for ever. `env
+    // --default-signal` (coreutils) puts SIGINT and SIGTERM back to their defaults, then execs
+    // the helper under the same pid.
+    let mut child = Command::new("env")
+        .arg("--default-signal=INT,TERM")
+        .arg(exe)
         .args(["--exact", "helper_process", "--nocapture", "--test-threads=1"])
         .env(MODE, mode)
         .envs(env.iter().copied())
@@ -86,7 +93,7 @@ fn spawn_helper_with(mode: &str, env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Re
     let mut lines = BufReader::new(stdout).lines();
     let report = loop {
         let Some(line) = lines.next() else {
-            let status = child.wait()?;
+            let status = wait_within(&mut child, mode)?;
             anyhow::bail!("helper ({mode}) ended ({status}) before reporting a cluster");
         };
         // libtest may have printed "test helper_process ... " on the same line.
@@ -97,17 +104,6 @@ fn spawn_helper_with(mode: &str, env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Re
     // Keep draining stdout so the helper never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     Ok((child, report))
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie (state Z) has exited; only its parent has not collected it yet.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
 }
 
 fn port_free(port: u16) -> bool {
@@ -150,11 +146,28 @@ fn end(child: &mut Child, mode: &str) -> anyhow::Result<std::process::ExitStatus
         "sigkill" => nix::sys::signal::Signal::SIGKILL,
         _ => {
             release(child)?;
-            return Ok(child.wait()?);
+            return wait_within(child, mode);
         }
     };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(child.id())?), signal)?;
-    Ok(child.wait()?)
+    wait_within(child, mode)
+}
+
+/// The helper's exit status, within a minute; a helper that does not end is killed and the
+/// test fails (never a wait without a deadline).
+fn wait_within(child: &mut Child, mode: &str) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("helper ({mode}) did not end within 60 s; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn rounds() -> usize {
@@ -185,39 +198,22 @@ fn run_mode(mode: &str, expect_success: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_process_that_returns_leaves_nothing_behind() -> anyhow::Result<()> {
-    run_mode("return", true)
-}
-
-#[test]
-fn a_process_that_panics_leaves_nothing_behind() -> anyhow::Result<()> {
-    run_mode("panic", false)
-}
-
-#[test]
-fn a_cluster_kept_in_a_static_dies_with_its_process() -> anyhow::Result<()> {
-    run_mode("static", true)
-}
-
-#[test]
-fn a_process_that_calls_exit_leaves_nothing_behind() -> anyhow::Result<()> {
-    run_mode("exit", false)
-}
-
-#[test]
-fn a_process_killed_by_sigint_leaves_nothing_behind() -> anyhow::Result<()> {
-    run_mode("sigint", false)
-}
-
-#[test]
-fn a_process_killed_by_sigterm_leaves_nothing_behind() -> anyhow::Result<()> {
-    run_mode("sigterm", false)
-}
-
-#[test]
-fn a_process_killed_by_sigkill_leaves_nothing_behind() -> anyhow::Result<()> {
-    run_mode("sigkill", false)
+/// However the process holding a cluster ends — returning, panicking, with the cluster in a
+/// `static`, calling `exit`, or killed by SIGINT, SIGTERM or SIGKILL — nothing it started
+/// outlives it.
+#[rstest::rstest]
+#[case::returns("return", true)]
+#[case::panics("panic", false)]
+#[case::keeps_it_in_a_static("static", true)]
+#[case::calls_exit("exit", false)]
+#[case::is_killed_by_sigint("sigint", false)]
+#[case::is_killed_by_sigterm("sigterm", false)]
+#[case::is_killed_by_sigkill("sigkill", false)]
+fn a_process_that_ends_leaves_nothing_behind(
+    #[case] mode: &str,
+    #[case] exits_successfully: bool,
+) -> anyhow::Result<()> {
+    run_mode(mode, exits_successfully)
 }
 
 /// Eight test processes start clusters at once on an empty cache directory: each gets its own
@@ -261,7 +257,7 @@ fn eight_processes_at_once_share_a_fresh_cache() -> anyhow::Result<()> {
     assert_eq!((ports.len(), dirs.len()), (16, 8), "ports or run directories shared");
     for (mut child, report) in started {
         release(&mut child)?;
-        assert!(child.wait()?.success());
+        assert!(wait_within(&mut child, "parallel")?.success());
         assert_cleaned_up("parallel", &report);
     }
     let templates: Vec<_> = std::fs::read_dir(cache.join("etcd-templates"))?
@@ -297,7 +293,7 @@ fn two_processes_at_once_do_not_collide_and_sigkill_leaves_nothing_behind() -> a
             nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
             nix::sys::signal::Signal::SIGKILL,
         )?;
-        child.wait()?;
+        wait_within(&mut child, "sigkill")?;
         assert_cleaned_up("sigkill", &report);
     }
     Ok(())

@@ -1,14 +1,18 @@
 //! Providers other than the local one. `existing` is exercised for real: a local cluster is
-//! started, and only its kubeconfig is handed to `Cluster::existing`. kind and k3s need a
-//! Docker daemon: without one their tests print `skipped: no Docker daemon (…)` and return
-//! (the GitHub workflow's kind job runs them for real).
+//! started, and only its kubeconfig is handed to the existing provider. kind and k3s need a
+//! Docker daemon, their CLI and their image present locally: without any of them their tests
+//! print `skipped: …` with the reason and return.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use kube_harness::fixtures::Target;
-use kube_harness::provider::{Capability, Provider};
-use kube_harness::{Cluster, ControlPlane};
+use kube_harness::provider::{StartOptions, start};
+use kube_harness::{Capability, ControlPlane, Provider, Target};
+
+async fn existing(kubeconfig: &std::path::Path) -> kube_harness::Result<kube_harness::Cluster> {
+    let options = StartOptions::default().with_kubeconfig(kubeconfig);
+    start(Provider::Existing, Default::default(), options).await
+}
 
 #[tokio::test]
 async fn the_existing_provider_runs_targets_and_deletes_only_what_it_created() -> anyhow::Result<()> {
@@ -37,8 +41,8 @@ async fn the_existing_provider_runs_targets_and_deletes_only_what_it_created() -
 
     // Only the kubeconfig crosses over.
     let connect = std::time::Instant::now();
-    let existing = Cluster::existing(Some(owner.kubeconfig_path())).await?;
-    println!("Cluster::existing took {:?}", connect.elapsed());
+    let existing = existing(owner.kubeconfig_path()).await?;
+    println!("the existing provider took {:?}", connect.elapsed());
     assert_eq!(existing.provider(), Provider::Existing);
     assert_eq!(existing.info().version, owner.info().version);
     assert!(existing.pki().is_none() && existing.pids().is_empty());
@@ -91,11 +95,7 @@ async fn an_unusable_kubeconfig_is_a_clear_error() -> anyhow::Result<()> {
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
          contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user: {}\n",
     )?;
-    let err = Cluster::existing(Some(&path))
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = existing(&path).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("has no certificate-authority"), "{err}");
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -107,15 +107,12 @@ async fn an_unusable_kubeconfig_is_a_clear_error() -> anyhow::Result<()> {
 #[case::k3s(Provider::K3s)]
 #[tokio::test]
 async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Provider) -> anyhow::Result<()> {
-    if let Err(reason) = kube_harness::provider::kind::docker_available() {
+    let version = kube_harness::assets::KubeVersion::default();
+    if let Some(reason) = kube_harness::provider::unavailable(provider, &version) {
         println!("skipped: {reason}");
         return Ok(());
     }
-    let version = kube_harness::assets::KubeVersion::default();
-    let cluster = match provider {
-        Provider::Kind => Cluster::kind(version).await?,
-        _ => Cluster::k3s(version).await?,
-    };
+    let cluster = start(provider, version, StartOptions::default()).await?;
     let namespaces = Api::<Namespace>::all(cluster.client().await?)
         .list(&Default::default())
         .await?;

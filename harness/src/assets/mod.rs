@@ -10,7 +10,7 @@
 //!    `KUBE_HARNESS_ENVTEST_INDEX` names; `off` skips this), SHA-512 checked against the index
 //!    and installed into the cache entry. Unlisted versions and unreachable indexes (offline
 //!    machines fail in milliseconds) fall through; a checksum mismatch is an error.
-//! 4. A build from Go modules (see [`build`]): needs `go` on `PATH`.
+//! 4. A build from Go modules (the `build` module): needs `go` on `PATH`.
 
 mod build;
 mod envtest;
@@ -101,6 +101,19 @@ impl KubeVersion {
             }),
             _ => Self::default(),
         }
+    }
+}
+
+impl serde::Serialize for KubeVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KubeVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KubeVersion::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -297,9 +310,7 @@ impl Resolver {
     /// # Errors
     /// As [`Resolver::resolve`].
     pub async fn resolve_async(self) -> Result<Assets> {
-        tokio::task::spawn_blocking(move || self.resolve())
-            .await
-            .map_err(|e| Error::Client(format!("asset resolution task failed: {e}").into()))?
+        crate::process::blocking("asset resolution", move || self.resolve()).await
     }
 
     /// Build (once, then cached under `<cache root>/go/`) the Go main package `module` at

@@ -9,9 +9,9 @@ use kube::api::{Api, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use super::health::Recorder;
-use crate::fixtures::apply::{nudge_apiservice, wait_apiservice_status};
-use crate::fixtures::expect::{Access, Expectations};
-use crate::fixtures::{RunningTarget, Target};
+use crate::target::apply::{nudge_apiservice, wait_apiservice_status};
+use crate::target::expect::{Access, Expectations};
+use crate::target::{RunningTarget, Target};
 use crate::{Cluster, Error, Result};
 
 /// How long after the access checks begin an expected-allowed request may still be denied
@@ -61,11 +61,11 @@ pub(crate) async fn run(
         rec.record(format!("CRUD {kind}/{name} matches its snapshot"), t, outcome);
     }
     if expectations.failed_discovery {
-        for doc in target.objects.iter().filter(|d| d.kind == "APIService") {
+        for api_service in &target.plan.api_services {
             let t = Instant::now();
-            let outcome = failed_discovery(&client, running, &doc.name).await;
+            let outcome = failed_discovery(&client, running, api_service.name()).await;
             rec.record(
-                format!("APIService {} FailedDiscoveryCheck and recovery", doc.name),
+                format!("APIService {} FailedDiscoveryCheck and recovery", api_service.name()),
                 t,
                 outcome,
             );

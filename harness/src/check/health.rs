@@ -8,8 +8,8 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::{Api, Client};
 
 use crate::Cluster;
-use crate::fixtures::Target;
-use crate::fixtures::apply::available_condition;
+use crate::target::Target;
+use crate::target::apply::available_condition;
 
 /// One check's verdict.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -189,11 +189,11 @@ pub async fn verify_target_with(cluster: &Cluster, target: &Target, update: bool
             return rec.results;
         }
     };
-    for doc in target.objects.iter().filter(|d| d.kind == "APIService") {
-        apiservice_checks(&mut rec, &client, &doc.name).await;
+    for api_service in &target.plan.api_services {
+        apiservice_checks(&mut rec, &client, api_service.name()).await;
     }
-    for doc in target.objects.iter().filter(|d| d.kind == "CustomResourceDefinition") {
-        crd_checks(&mut rec, &client, &doc.name).await;
+    for crd in target.plan.crds() {
+        crd_checks(&mut rec, &client, crd.name()).await;
     }
     if let Some(expectations) = &target.expectations {
         super::expect::run(&mut rec, cluster, target, &mut running, expectations, update).await;
@@ -273,12 +273,7 @@ pub async fn write_failure_bundle(
                         .await
                         .map_err(|e| e.to_string())
                         .and_then(|l| {
-                            let names: Vec<&str> = target
-                                .objects
-                                .iter()
-                                .filter(|d| d.kind == "CustomResourceDefinition")
-                                .map(|d| d.name.as_str())
-                                .collect();
+                            let names: Vec<&str> = target.plan.crds().map(|c| c.name()).collect();
                             let mine: Vec<_> = l
                                 .items
                                 .into_iter()

@@ -20,10 +20,11 @@ async fn get_json(client: &Client, path: &str, accept: Option<&str>) -> Result<V
     if let Some(accept) = accept {
         request = request.header("Accept", accept);
     }
-    let request = request
-        .body(Vec::new())
-        .map_err(|e| Error::Fixture(format!("GET {path}: {e}")))?;
-    let text = client.request_text(request).await?;
+    let request = request.body(Vec::new()).map_err(|e| Error::Client(Box::new(e)))?;
+    let text = client.request_text(request).await.map_err(|source| Error::Request {
+        what: format!("GET {path}"),
+        source,
+    })?;
     serde_json::from_str(&text).map_err(|source| Error::Json {
         what: format!("GET {path}"),
         source,
@@ -165,7 +166,7 @@ pub struct CrudCase {
 
 /// Create, create again (409), get, list, update (a label), merge patch, server-side apply (an
 /// annotation), create an invalid object, delete, get (404): every answer in one record, in
-/// that order of keys. `before_delete` runs while the object exists (a Table check, say).
+/// that order of keys. Checks that need the object to exist (a Table view, say) run before this.
 ///
 /// Creation is retried for up to 20 s while the server answers 403 "not yet ready" (upstream
 /// sample-apiserver's admission plugin does until its informer has synced).

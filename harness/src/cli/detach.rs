@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ClusterHandle;
+use crate::assets::KubeVersion;
 use anyhow::{Context as _, bail};
-use kube_harness::ClusterHandle;
-use kube_harness::assets::KubeVersion;
 
 /// Names the background process's stderr file, which it removes when it stops.
 const DAEMON_LOG_VAR: &str = "KUBE_HARNESS_DAEMON_LOG";
@@ -121,7 +121,7 @@ pub(crate) async fn wait_for_stop(stop_with: Option<u32>) -> anyhow::Result<()> 
     let watch = async {
         match stop_with {
             Some(pid) => {
-                while kube_harness::process::alive(pid) {
+                while crate::process::alive(pid) {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
@@ -168,7 +168,7 @@ pub(crate) fn down(cluster: Option<&Path>, env_file: Option<&Path>) -> anyhow::R
         .with_context(|| format!("cannot signal the owner (pid {})", handle.owner_pid))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let pids = [handle.owner_pid, handle.apiserver_pid, handle.etcd_pid];
-    while pids.iter().any(|p| kube_harness::process::alive(*p)) {
+    while pids.iter().any(|p| crate::process::alive(*p)) {
         if Instant::now() > deadline {
             bail!("the cluster did not stop within 30 s (pids {pids:?})");
         }

@@ -1,15 +1,18 @@
-//! `kube-harness up | exec | assets`.
+//! The `kube-harness` command line (`up`, `down`, `exec`, `verify`, `assets`), behind the
+//! `cli` feature: the binary calls [`main`]. Every command takes `--provider` and starts its
+//! cluster through [`provider::start`](crate::provider::start).
 
 mod detach;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::Cluster;
+use crate::assets::{KubeVersion, Resolver};
+use crate::provider::{Provider, StartOptions};
+use crate::target::{RunningTarget, Target};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kube_harness::assets::{KubeVersion, Resolver};
-use kube_harness::fixtures::{RunningTarget, Target};
-use kube_harness::{Cluster, ControlPlane};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,8 +29,12 @@ KUBE_HARNESS_LOG, KUBE_HARNESS_PROGRESS=plain (see the README)."
 )]
 struct Cli {
     /// Kubernetes version to run (`verify` takes several, comma-separated: one cluster each).
-    #[arg(long = "k8s-version", global = true, env = "KUBE_HARNESS_K8S_VERSION", default_value = kube_harness::assets::DEFAULT_KUBERNETES_VERSION)]
+    #[arg(long = "k8s-version", global = true, env = "KUBE_HARNESS_K8S_VERSION", default_value = crate::assets::DEFAULT_KUBERNETES_VERSION)]
     k8s_version: String,
+    /// Where the cluster comes from: local (started here), existing (KUBECONFIG), kind or
+    /// k3s (need Docker, the CLI and a local image).
+    #[arg(long, global = true, env = "KUBE_HARNESS_PROVIDER", default_value = "local")]
+    provider: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -104,10 +111,6 @@ enum Command {
         /// (reported as a check, so JUnit shows it).
         #[arg(long, value_name = "SECONDS")]
         budget: Option<f64>,
-        /// Where the cluster comes from: local (started here), existing (KUBECONFIG), kind or
-        /// k3s (need Docker).
-        #[arg(long, env = "KUBE_HARNESS_PROVIDER", default_value = "local")]
-        provider: String,
         /// Write CRUD answers that differ from (or lack) their snapshot in the target's
         /// `snapshots/` directory, for review (like `cargo insta accept`); those checks pass.
         #[arg(long)]
@@ -117,7 +120,8 @@ enum Command {
     Assets,
 }
 
-pub(crate) fn main() -> ExitCode {
+/// Run the command line with this process's arguments.
+pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KUBE_HARNESS_LOG")
@@ -153,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (Command::Verify { .. }, [first, ..]) => *first,
         _ => anyhow::bail!("several versions ({}) are for `verify` only", cli.k8s_version),
     };
+    let provider: Provider = cli.provider.parse()?;
     match cli.command {
         Command::Assets => {
             let assets = Resolver::new(version).resolve_async().await?;
@@ -166,12 +171,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             only,
             keep_on_failure,
             budget,
-            provider,
             update,
         } => {
             let options = VerifyOptions {
                 update,
-                provider: provider.parse()?,
+                provider,
                 junit,
                 bundle,
                 only,
@@ -189,6 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stop_with,
             serve_detached: false,
         } => {
+            anyhow::ensure!(
+                provider == Provider::Local,
+                "`up --detach` runs a local cluster for other processes to attach to; the {provider} provider's cluster is reachable through its kubeconfig instead (`up --provider {provider} --kubeconfig FILE`)"
+            );
             load_targets(&fixtures)?;
             let args = detach::background_args(
                 version,
@@ -207,7 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve_detached: true,
             ..
         } => {
-            let (cluster, targets) = bring_up(version, &fixtures, kubeconfig.as_deref()).await?;
+            let (cluster, targets) = bring_up(provider, version, &fixtures, kubeconfig.as_deref()).await?;
             let shown = kubeconfig.as_deref().unwrap_or(cluster.kubeconfig_path());
             let handle = cluster.handle().context("a local cluster has a handle")?;
             detach::announce(&handle, env_file.as_deref(), shown)?;
@@ -223,9 +231,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up {
             kubeconfig, fixtures, ..
         } => {
-            let (cluster, targets) = bring_up(version, &fixtures, kubeconfig.as_deref()).await?;
+            let (cluster, targets) = bring_up(provider, version, &fixtures, kubeconfig.as_deref()).await?;
             let shown = kubeconfig.as_deref().unwrap_or(cluster.kubeconfig_path());
-            println!("kube-harness: Kubernetes {version} is up at {}", cluster.server_url());
+            println!(
+                "kube-harness: Kubernetes {} ({provider}) is up at {}",
+                cluster.info().version,
+                cluster.server_url()
+            );
             println!("  export KUBECONFIG={}", shown.display());
             println!("  export PATH={}:$PATH", cluster.assets().dir().display());
             println!("  logs: {}", cluster.info().run_dir.display());
@@ -237,7 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Exec { fixtures, command } => {
             let loaded = load_targets(&fixtures)?;
-            let cluster = start(version).await?;
+            let cluster = start(provider, version).await?;
             let targets = up_targets(&cluster, &loaded).await?;
             let status = run_command(&cluster, &command).await;
             down_targets(&cluster, targets).await;
@@ -251,15 +263,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn start(version: KubeVersion) -> anyhow::Result<Cluster> {
-    let cluster = kube_harness::progress::step(
-        &format!("starting Kubernetes {version} (etcd + kube-apiserver)"),
-        ControlPlane::builder()
-            .with_version(version)
-            .with_strict_readyz()
-            .start(),
-    )
-    .await?;
+/// Every command's cluster: [`crate::provider::start`], waiting for every `/readyz` check
+/// (tools outside the process expect it).
+async fn start(provider: Provider, version: KubeVersion) -> anyhow::Result<Cluster> {
+    let what = match provider {
+        Provider::Local => format!("starting Kubernetes {version} (etcd + kube-apiserver)"),
+        Provider::Existing => "connecting to the existing cluster (KUBECONFIG)".to_owned(),
+        other => format!("starting a {other} cluster of Kubernetes {version}"),
+    };
+    let options = StartOptions::default().with_strict_readyz();
+    let cluster = crate::progress::step(&what, crate::provider::start(provider, version, options)).await?;
     let t = cluster.timings();
     eprintln!(
         "kube-harness: ready in {:.2}s (binaries {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
@@ -302,7 +315,7 @@ fn target_dirs(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 struct VerifyOptions {
     update: bool,
-    provider: kube_harness::provider::Provider,
+    provider: Provider,
     junit: Option<PathBuf>,
     bundle: PathBuf,
     only: Vec<String>,
@@ -327,7 +340,7 @@ fn select_targets(targets: Vec<Target>, only: &[String]) -> anyhow::Result<Vec<T
     Ok(targets.into_iter().filter(|t| only.contains(&t.name)).collect())
 }
 
-fn print_results(target: &str, results: &[kube_harness::check::CheckResult]) {
+fn print_results(target: &str, results: &[crate::check::CheckResult]) {
     let passed = results.iter().filter(|r| r.passed).count();
     println!("\n{target} — {passed}/{} checks passed", results.len());
     for r in results {
@@ -342,9 +355,9 @@ fn print_results(target: &str, results: &[kube_harness::check::CheckResult]) {
 }
 
 /// The startup budget as a check of its own, so it shows in the table and in JUnit.
-fn budget_check(cluster: &Cluster, budget: f64) -> kube_harness::check::CheckResult {
+fn budget_check(cluster: &Cluster, budget: f64) -> crate::check::CheckResult {
     let took = cluster.timings().total;
-    kube_harness::check::CheckResult {
+    crate::check::CheckResult {
         target: "control-plane".into(),
         check: format!("startup within the {budget}s budget"),
         passed: took.as_secs_f64() <= budget,
@@ -356,7 +369,7 @@ fn budget_check(cluster: &Cluster, budget: f64) -> kube_harness::check::CheckRes
 
 /// Write what failed (check, what was seen: the request and its answer for access checks)
 /// into the bundle beside the logs and objects.
-fn write_failed_checks(dir: &std::path::Path, results: &[kube_harness::check::CheckResult]) -> anyhow::Result<()> {
+fn write_failed_checks(dir: &std::path::Path, results: &[crate::check::CheckResult]) -> anyhow::Result<()> {
     let text: String = results
         .iter()
         .filter(|r| !r.passed)
@@ -378,8 +391,7 @@ async fn verify(versions: &[KubeVersion], dirs: &[PathBuf], options: &VerifyOpti
     }
     let failed = all.iter().filter(|r| !r.passed).count();
     if let Some(path) = &options.junit {
-        std::fs::write(path, kube_harness::check::junit(&all))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, crate::check::junit(&all)).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!(
         "\n{} targets × {} version(s), {} checks: {} passed, {failed} failed",
@@ -400,13 +412,8 @@ async fn verify_version(
     label: Option<&str>,
     targets: &[Target],
     options: &VerifyOptions,
-) -> anyhow::Result<Vec<kube_harness::check::CheckResult>> {
-    let cluster = match options.provider {
-        kube_harness::provider::Provider::Local => start(version).await?,
-        kube_harness::provider::Provider::Existing => Cluster::existing(None).await?,
-        kube_harness::provider::Provider::Kind => Cluster::kind(version).await?,
-        kube_harness::provider::Provider::K3s => Cluster::k3s(version).await?,
-    };
+) -> anyhow::Result<Vec<crate::check::CheckResult>> {
+    let cluster = start(options.provider, version).await?;
     let named = |name: &str| label.map_or_else(|| name.to_owned(), |v| format!("{name}@{v}"));
     let mut all = Vec::new();
     if let Some(budget) = options.budget {
@@ -417,9 +424,9 @@ async fn verify_version(
     }
     for target in targets {
         let what = format!("verifying target {} ({})", named(&target.name), target.dir.display());
-        let mut results = kube_harness::progress::step(
+        let mut results = crate::progress::step(
             &what,
-            kube_harness::check::verify_target_with(&cluster, target, options.update),
+            crate::check::verify_target_with(&cluster, target, options.update),
         )
         .await;
         for r in &mut results {
@@ -428,7 +435,7 @@ async fn verify_version(
         print_results(&named(&target.name), &results);
         if results.iter().any(|r| !r.passed) {
             let dir = options.bundle.join(named(&target.name));
-            let files = kube_harness::check::write_failure_bundle(&cluster, target, &dir).await?;
+            let files = crate::check::write_failure_bundle(&cluster, target, &dir).await?;
             write_failed_checks(&dir, &results)?;
             println!("  failure bundle: {} ({} files)", dir.display(), files.len() + 1);
         }
@@ -458,12 +465,13 @@ async fn verify_version(
 
 /// `up`'s start: the cluster, its targets, the kubeconfig copy if asked for.
 async fn bring_up(
+    provider: Provider,
     version: KubeVersion,
     fixtures: &[PathBuf],
     kubeconfig: Option<&std::path::Path>,
 ) -> anyhow::Result<(Cluster, Vec<RunningTarget>)> {
     let loaded = load_targets(fixtures)?;
-    let cluster = start(version).await?;
+    let cluster = start(provider, version).await?;
     let targets = up_targets(&cluster, &loaded).await?;
     if let Some(path) = kubeconfig {
         cluster.write_kubeconfig(path)?;
@@ -489,7 +497,7 @@ async fn up_targets(cluster: &Cluster, loaded: &[Target]) -> anyhow::Result<Vec<
     let mut running = Vec::new();
     for target in loaded {
         let what = format!("bringing up target {} ({})", target.name, target.dir.display());
-        match kube_harness::progress::step(&what, cluster.up_target(target)).await {
+        match crate::progress::step(&what, cluster.up_target(target)).await {
             Ok(r) => {
                 eprintln!(
                     "kube-harness: target {} is up in {:.2}s",

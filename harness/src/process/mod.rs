@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-pub use rundir::RunDir;
+pub(crate) use rundir::RunDir;
 
 use crate::error::{Error, Result};
 
@@ -92,7 +92,7 @@ fn die_with_parent(command: &mut Command) {
 ///
 /// # Errors
 /// [`Error::Ports`] if binding fails.
-pub fn free_port(component: &'static str) -> Result<u16> {
+pub(crate) fn free_port(component: &'static str) -> Result<u16> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -105,7 +105,7 @@ pub fn free_port(component: &'static str) -> Result<u16> {
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct ChildSpec {
+pub(crate) struct ChildSpec {
     /// Name used in logs and errors ("etcd", "kube-apiserver").
     pub component: &'static str,
     /// The executable.
@@ -118,6 +118,24 @@ pub struct ChildSpec {
     pub cwd: Option<PathBuf>,
     /// Environment variables set on top of this process's environment.
     pub env: Vec<(OsString, OsString)>,
+    /// How it shows it is ready ([`Child::start`] waits for it).
+    pub readiness: crate::wait::Readiness,
+}
+
+impl ChildSpec {
+    /// `program` as `component`, logging to `log`: no arguments, in this directory, with this
+    /// process's environment, ready as soon as it is spawned. Set the other fields as needed.
+    pub(crate) fn new(component: &'static str, program: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
+        Self {
+            component,
+            program: program.into(),
+            args: Vec::new(),
+            log: log.into(),
+            cwd: None,
+            env: Vec::new(),
+            readiness: crate::wait::Readiness::Spawned,
+        }
+    }
 }
 
 fn runnable_command_line(spec: &ChildSpec) -> Vec<OsString> {
@@ -153,7 +171,22 @@ impl Child {
     /// # Errors
     /// [`Error::Spawn`] if the executable cannot be started, [`Error::Io`] if the log file
     /// cannot be created.
-    pub fn spawn(spec: &ChildSpec) -> Result<Self> {
+    /// Spawn `spec` and wait until it is ready as its [`ChildSpec::readiness`] says.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`], [`Error::ExitedBeforeReady`] and [`Error::StartupTimeout`] with the
+    /// log's tail (the child is stopped then).
+    pub(crate) async fn start(spec: &ChildSpec, timeout: Duration) -> Result<Self> {
+        let child = Self::spawn(spec)?;
+        wait_for(&child, &spec.readiness, timeout).await?;
+        Ok(child)
+    }
+
+    /// Spawn `spec` without waiting for it.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`].
+    pub(crate) fn spawn(spec: &ChildSpec) -> Result<Self> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -301,6 +334,19 @@ impl Drop for Child {
     }
 }
 
+/// Run blocking `work` (a build, a CLI call) on tokio's blocking pool.
+///
+/// # Errors
+/// `work`'s own error, or [`Error::Task`] for `what` if it panicked.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|source| Error::Task { what, source })?
+}
+
 /// An error and its sources, `: `-separated (reqwest's own Display hides the cause, such as
 /// "Connection refused").
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
@@ -329,7 +375,7 @@ pub fn alive(pid: u32) -> bool {
 
 /// TCP ports `pid` is listening on (IPv4 and IPv6), from its socket inodes and
 /// `/proc/net/tcp*`. Linux only; empty if `/proc` cannot be read.
-pub fn listening_ports(pid: u32) -> Vec<u16> {
+pub(crate) fn listening_ports(pid: u32) -> Vec<u16> {
     let mut inodes = std::collections::HashSet::new();
     if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
         for fd in fds.flatten() {
@@ -388,7 +434,7 @@ pub fn live_group_members(pgid: u32) -> Vec<u32> {
 }
 
 /// The last `lines` lines of a text file (at most 64 KiB are read); empty if unreadable.
-pub fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     const MAX: u64 = 64 * 1024;
     let Ok(mut file) = File::open(path) else {
         return String::new();
@@ -444,32 +490,55 @@ pub(crate) fn probe_client(ca_pem: &str, cert: Option<&crate::pki::KeyedCert>) -
         .map_err(|e| Error::Client(Box::new(e)))
 }
 
-/// [`wait_ready`] with an HTTP GET of `url`: ready on a 2xx whose body contains `expect`
-/// (if given).
-pub(crate) async fn wait_http_ready(
-    child: &Child,
-    timeout: Duration,
-    client: &reqwest::Client,
-    url: &str,
-    expect: Option<&str>,
-) -> Result<()> {
-    wait_ready(child, timeout, || {
-        let req = client.get(url);
-        async move {
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            if status.is_success() && expect.is_none_or(|e| body.contains(e)) {
-                Ok(())
-            } else {
-                Err(format!("GET {url}: {status}: {body}"))
-            }
+/// Wait until `child` is ready as `readiness` says, it exits, or `timeout` runs out.
+pub(crate) async fn wait_for(child: &Child, readiness: &crate::wait::Readiness, timeout: Duration) -> Result<()> {
+    use crate::wait::Readiness;
+    match readiness {
+        Readiness::Spawned => Ok(()),
+        Readiness::Http { url, client, body } => {
+            wait_ready(child, timeout, || {
+                let req = client.get(url);
+                async move {
+                    let resp = req
+                        .send()
+                        .await
+                        .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    if status.is_success() && body.as_deref().is_none_or(|b| text.contains(b)) {
+                        Ok(())
+                    } else {
+                        Err(format!("GET {url}: {status}: {text}"))
+                    }
+                }
+            })
+            .await
         }
-    })
-    .await
+        Readiness::Log(needle) => {
+            let log = child.log().to_owned();
+            wait_ready(child, timeout, || {
+                let found = std::fs::read_to_string(&log).is_ok_and(|text| text.contains(needle.as_str()));
+                async move {
+                    if found {
+                        Ok(())
+                    } else {
+                        Err(format!("{needle:?} not yet in the log"))
+                    }
+                }
+            })
+            .await
+        }
+        Readiness::Tcp(port) => {
+            let port = *port;
+            wait_ready(child, timeout, || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))
+            })
+            .await
+        }
+    }
 }
 
 #[cfg(test)]
@@ -489,14 +558,11 @@ mod tests {
     #[test]
     fn a_missing_binary_is_a_spawn_error() -> Result<(), Box<dyn std::error::Error>> {
         let dir = RunDir::create("spawn-test")?;
-        let spec = ChildSpec {
-            component: "nothing",
-            program: "/nonexistent/kube-harness-no-such-binary".into(),
-            args: vec![],
-            log: dir.path().join("log"),
-            cwd: None,
-            env: Vec::new(),
-        };
+        let spec = ChildSpec::new(
+            "nothing",
+            "/nonexistent/kube-harness-no-such-binary",
+            dir.path().join("log"),
+        );
         let err = Child::spawn(&spec).err();
         assert!(matches!(err, Some(Error::Spawn { .. })), "{err:?}");
         Ok(())
@@ -506,12 +572,8 @@ mod tests {
     fn stop_terminates_the_child_and_its_group() -> Result<(), Box<dyn std::error::Error>> {
         let dir = RunDir::create("stop-test")?;
         let spec = ChildSpec {
-            component: "sleeper",
-            program: "/bin/sh".into(),
             args: vec!["-c".into(), "sleep 300 & sleep 300".into()],
-            log: dir.path().join("log"),
-            cwd: None,
-            env: Vec::new(),
+            ..ChildSpec::new("sleeper", "/bin/sh", dir.path().join("log"))
         };
         let child = Child::spawn(&spec)?;
         assert!(child.try_exit().is_none());

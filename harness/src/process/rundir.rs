@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::pki::create_private_dir;
 
 /// Where run directories live: `$KUBE_HARNESS_RUN_ROOT`, else `<tmp>/kube-harness-<uid>`.
-pub fn run_root() -> PathBuf {
+pub(crate) fn run_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("KUBE_HARNESS_RUN_ROOT") {
         return PathBuf::from(dir);
     }
@@ -19,9 +19,8 @@ pub fn run_root() -> PathBuf {
 /// removes it; if the process dies first, the reaper removes it; if even that fails, the
 /// next run in any process sweeps it (its owner pid is in the name).
 #[derive(Debug)]
-pub struct RunDir {
+pub(crate) struct RunDir {
     path: PathBuf,
-    keep: bool,
 }
 
 impl RunDir {
@@ -29,7 +28,7 @@ impl RunDir {
     ///
     /// # Errors
     /// [`Error::Io`] if the directory cannot be created.
-    pub fn create(prefix: &str) -> Result<Self> {
+    pub(crate) fn create(prefix: &str) -> Result<Self> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         static SWEEP: Once = Once::new();
         let root = run_root();
@@ -44,24 +43,18 @@ impl RunDir {
         if !keep_requested() {
             super::reaper::register(&path);
         }
-        Ok(Self { path, keep: false })
+        Ok(Self { path })
     }
 
     /// The directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Keep the directory after drop (for debugging); the cleanup watcher still removes it
-    /// when the process ends, unless `KUBE_HARNESS_KEEP=1` was set when it was created.
-    pub fn keep(&mut self) {
-        self.keep = true;
     }
 }
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        if self.keep || keep_requested() {
+        if keep_requested() {
             return;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path)

@@ -8,21 +8,22 @@
 
 use std::path::Path;
 
-use super::kind::{docker_available, run};
+use super::docker::run;
 use crate::assets::KubeVersion;
 use crate::error::{Error, Result};
 
 /// The k3s image for a Kubernetes version.
-pub fn image(version: &KubeVersion) -> String {
+pub(crate) fn image(version: &KubeVersion) -> String {
     format!("rancher/k3s:v{version}-k3s1")
 }
 
 /// `docker run` for a k3s server named `name`: privileged (k3s runs containerd), the API
 /// server's 6443 published on loopback only, the bundled ingress and load balancer off.
-pub fn run_command(name: &str, version: &KubeVersion) -> Vec<String> {
+pub(crate) fn run_command(name: &str, version: &KubeVersion) -> Vec<String> {
     [
         "docker",
         "run",
+        "--pull=never",
         "--detach",
         "--privileged",
         "--name",
@@ -45,7 +46,7 @@ pub fn run_command(name: &str, version: &KubeVersion) -> Vec<String> {
 ///
 /// # Errors
 /// [`Error::Provider`] if the output names no port.
-pub fn published_port(docker_port_output: &str) -> Result<u16> {
+pub(crate) fn published_port(docker_port_output: &str) -> Result<u16> {
     docker_port_output
         .lines()
         .filter_map(|l| l.trim().rsplit_once(':'))
@@ -54,13 +55,13 @@ pub fn published_port(docker_port_output: &str) -> Result<u16> {
 }
 
 /// k3s writes a kubeconfig for `https://127.0.0.1:6443`; point it at the published port.
-pub fn rewrite_kubeconfig(kubeconfig: &str, port: u16) -> String {
+pub(crate) fn rewrite_kubeconfig(kubeconfig: &str, port: u16) -> String {
     kubeconfig.replace("https://127.0.0.1:6443", &format!("https://127.0.0.1:{port}"))
 }
 
 /// A k3s container this process started; removed on drop.
 #[derive(Debug)]
-pub struct K3sContainer {
+pub(crate) struct K3sContainer {
     name: String,
 }
 
@@ -70,8 +71,10 @@ impl K3sContainer {
     ///
     /// # Errors
     /// [`Error::Provider`] if Docker is missing or the container does not come up.
-    pub fn start(version: &KubeVersion, kubeconfig: &Path) -> Result<Self> {
-        docker_available()?;
+    pub(crate) fn start(version: &KubeVersion, kubeconfig: &Path) -> Result<Self> {
+        if let Some(reason) = super::unavailable(super::Provider::K3s, version) {
+            return Err(Error::Provider(reason));
+        }
         let name = format!("kube-harness-k3s-{}", std::process::id());
         eprintln!("kube-harness: starting {} as container {name}", image(version));
         run(&run_command(&name, version))?;
@@ -135,7 +138,7 @@ mod tests {
         let cmd = run_command("kh", &v).join(" ");
         assert_eq!(
             cmd,
-            "docker run --detach --privileged --name kh --publish 127.0.0.1::6443 rancher/k3s:v1.37.2-k3s1 \
+            "docker run --pull=never --detach --privileged --name kh --publish 127.0.0.1::6443 rancher/k3s:v1.37.2-k3s1 \
              server --disable=traefik --disable=servicelb --tls-san=127.0.0.1"
         );
     }

@@ -6,19 +6,19 @@
 //! Needs `kind` on `PATH` (`go install sigs.k8s.io/kind@v0.33.0`) and a Docker daemon.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use super::docker::run;
 use crate::assets::KubeVersion;
 use crate::error::{Error, Result};
 
 /// The node image for a Kubernetes version (kind publishes `kindest/node:v<version>`).
-pub fn node_image(version: &KubeVersion) -> String {
+pub(crate) fn node_image(version: &KubeVersion) -> String {
     format!("kindest/node:v{version}")
 }
 
 /// The kind cluster config: one control-plane node, its API server on 127.0.0.1 with a port
 /// Docker picks, and the aggregation layer's flags as kubeadm sets them by default.
-pub fn config(version: &KubeVersion) -> String {
+pub(crate) fn config(version: &KubeVersion) -> String {
     format!(
         "kind: Cluster\n\
          apiVersion: kind.x-k8s.io/v1alpha4\n\
@@ -29,7 +29,7 @@ pub fn config(version: &KubeVersion) -> String {
 }
 
 /// `kind create cluster` for `name` with the config file and kubeconfig path given.
-pub fn create_command(name: &str, config: &Path, kubeconfig: &Path) -> Vec<String> {
+pub(crate) fn create_command(name: &str, config: &Path, kubeconfig: &Path) -> Vec<String> {
     vec![
         "kind".into(),
         "create".into(),
@@ -46,7 +46,7 @@ pub fn create_command(name: &str, config: &Path, kubeconfig: &Path) -> Vec<Strin
 }
 
 /// `kind delete cluster` for `name`.
-pub fn delete_command(name: &str) -> Vec<String> {
+pub(crate) fn delete_command(name: &str) -> Vec<String> {
     vec![
         "kind".into(),
         "delete".into(),
@@ -56,48 +56,9 @@ pub fn delete_command(name: &str) -> Vec<String> {
     ]
 }
 
-/// Whether a Docker daemon answers (`docker info`); `Err` says why not.
-///
-/// # Errors
-/// [`Error::Provider`] naming what failed.
-pub fn docker_available() -> Result<()> {
-    let out = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .map_err(|e| Error::Provider(format!("no Docker daemon (cannot run `docker`: {e})")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let why = String::from_utf8_lossy(&out.stderr);
-        Err(Error::Provider(format!(
-            "no Docker daemon (`docker info`: {})",
-            why.lines().last().unwrap_or("failed").trim()
-        )))
-    }
-}
-
-pub(crate) fn run(argv: &[String]) -> Result<String> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| Error::Provider("empty command".into()))?;
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| Error::Provider(format!("cannot run `{program}` (is it on PATH?): {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Provider(format!(
-            "`{}` failed ({}): {}",
-            argv.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// A kind cluster this process created; deleted on drop.
 #[derive(Debug)]
-pub struct KindCluster {
+pub(crate) struct KindCluster {
     name: String,
 }
 
@@ -107,8 +68,10 @@ impl KindCluster {
     /// # Errors
     /// [`Error::Provider`] if Docker or kind is missing or `kind create` fails (a partly
     /// created cluster is deleted).
-    pub fn create(version: &KubeVersion, run_dir: &Path, kubeconfig: &Path) -> Result<Self> {
-        docker_available()?;
+    pub(crate) fn create(version: &KubeVersion, run_dir: &Path, kubeconfig: &Path) -> Result<Self> {
+        if let Some(reason) = super::unavailable(super::Provider::Kind, version) {
+            return Err(Error::Provider(reason));
+        }
         let name = format!("kube-harness-{}-{}", std::process::id(), run_dir_suffix(run_dir));
         let config_path: PathBuf = run_dir.join("kind.yaml");
         std::fs::write(&config_path, config(version)).map_err(Error::io("write", &config_path))?;
@@ -120,11 +83,6 @@ impl KindCluster {
         );
         run(&create_command(&cluster.name, &config_path, kubeconfig))?;
         Ok(cluster)
-    }
-
-    /// The cluster's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 

@@ -1,29 +1,37 @@
-//! Providers of a cluster, chosen with `KUBE_HARNESS_PROVIDER` (for [`shared`]) or in code:
+//! Where a cluster comes from. [`start`] is the one place a provider is chosen: [`shared`],
+//! every CLI command (`--provider`) and the tests call it.
 //!
 //! | provider | how | runs pods | host backends | client certs | etcd |
 //! |---|---|---|---|---|---|
-//! | [`Provider::Local`] (default) | etcd + kube-apiserver processes here ([`local`]) | no | yes | yes | yes |
-//! | [`Provider::Existing`] | `KUBECONFIG` / its current context ([`Cluster::existing`]) | depends | if the API server runs on this host | no (impersonation) | no |
-//! | [`Provider::Kind`] | the `kind` CLI ([`kind`]) | yes | no | no (impersonation) | no |
-//! | [`Provider::K3s`] | `docker run rancher/k3s` ([`k3s`]) | yes | no | no (impersonation) | no |
+//! | [`Provider::Local`] (default) | etcd + kube-apiserver processes here ([`ControlPlane`](crate::ControlPlane)) | no | yes | yes | yes |
+//! | [`Provider::Existing`] | `KUBECONFIG` / its current context | depends | if the API server runs on this host | no (impersonation) | no |
+//! | [`Provider::Kind`] | the `kind` CLI | yes | no | no (impersonation) | no |
+//! | [`Provider::K3s`] | `docker run rancher/k3s` | yes | no | no (impersonation) | no |
 //!
-//! Scenarios ask [`Cluster::lacks`] and skip, printing the reason, when a capability is
-//! missing.
+//! Scenarios ask [`Cluster::lacks`] and skip, printing the reason, when a
+//! [`Capability`](crate::Capability) is missing.
 
-pub mod k3s;
-pub mod kind;
-pub mod local;
+mod docker;
+pub(crate) mod existing;
+pub(crate) mod k3s;
+pub(crate) mod kind;
+pub(crate) mod local;
 mod shared;
+
+use std::path::{Path, PathBuf};
 
 pub use shared::shared;
 
-use crate::Cluster;
+use crate::assets::KubeVersion;
+use crate::cluster::{Cluster, Origin};
 use crate::error::{Error, Result};
+use crate::process::RunDir;
 
 /// Where a cluster comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Provider {
     /// etcd and kube-apiserver started here (the default).
+    #[default]
     Local,
     /// A cluster someone else runs, reached through a kubeconfig.
     Existing,
@@ -52,9 +60,7 @@ impl std::str::FromStr for Provider {
             "existing" => Ok(Self::Existing),
             "kind" => Ok(Self::Kind),
             "k3s" => Ok(Self::K3s),
-            other => Err(Error::Provider(format!(
-                "unknown provider {other:?} in KUBE_HARNESS_PROVIDER: use local, existing, kind or k3s"
-            ))),
+            other => Err(Error::UnknownProvider(other.to_owned())),
         }
     }
 }
@@ -63,48 +69,124 @@ impl Provider {
     /// `KUBE_HARNESS_PROVIDER`, default [`Provider::Local`].
     ///
     /// # Errors
-    /// [`Error::Provider`] for an unknown name.
+    /// [`Error::UnknownProvider`] for an unknown name.
     pub fn from_env() -> Result<Self> {
         std::env::var("KUBE_HARNESS_PROVIDER").unwrap_or_default().parse()
     }
 }
 
-/// Something a scenario may need that not every provider offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capability {
-    /// Pods are scheduled and run (a kubelet exists).
-    RunsPods,
-    /// The API server reaches backends listening on this host's loopback (targets with a
-    /// host-process backend behind an `ExternalName: localhost` Service).
-    HostBackends,
-    /// The harness holds the cluster's client CA, so it can issue user certificates and knows
-    /// the published front-proxy CA.
-    ClientCertificates,
-    /// The harness started etcd and kube-apiserver and can watch or stop them.
-    OwnsProcesses,
+/// Why `provider` cannot start a cluster of `version` on this machine, or `None` when it has
+/// everything it needs: for kind a Docker daemon, the `kind` CLI and the node image present
+/// locally; for k3s a daemon and the k3s image (the harness never pulls). Scenarios print the
+/// reason and skip.
+pub fn unavailable(provider: Provider, version: &KubeVersion) -> Option<String> {
+    let ready = match provider {
+        Provider::Local | Provider::Existing => Ok(()),
+        Provider::Kind => docker::docker_available()
+            .and_then(|()| docker::run(&["kind".into(), "version".into()]).map(drop))
+            .and_then(|()| docker::image_present(&kind::node_image(version))),
+        Provider::K3s => docker::docker_available().and_then(|()| docker::image_present(&k3s::image(version))),
+    };
+    ready.err().map(|e| e.to_string())
 }
 
-impl Capability {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::RunsPods => "run pods",
-            Self::HostBackends => "reach backends on this host",
-            Self::ClientCertificates => "hold the cluster's client CA",
-            Self::OwnsProcesses => "own the control-plane processes",
+/// How to start (or reach) a cluster, beside its provider and version.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// Local: wait until every `/readyz` check passes
+    /// ([`ControlPlane::with_strict_readyz`](crate::ControlPlane::with_strict_readyz)); tools
+    /// outside the process expect it.
+    pub strict_readyz: bool,
+    /// Local: attach to the cluster whose handle file this is (`kube-harness up --detach`)
+    /// instead of starting one.
+    pub attach: Option<PathBuf>,
+    /// Existing: the kubeconfig (default `KUBECONFIG`, else `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl StartOptions {
+    /// What the environment asks for: `KUBE_HARNESS_CLUSTER` (a handle file to attach to).
+    pub fn from_env() -> Self {
+        Self {
+            attach: std::env::var_os("KUBE_HARNESS_CLUSTER")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            ..Self::default()
+        }
+    }
+
+    /// Wait for every `/readyz` check (local provider).
+    #[must_use]
+    pub fn with_strict_readyz(mut self) -> Self {
+        self.strict_readyz = true;
+        self
+    }
+
+    /// Reach the existing cluster of this kubeconfig.
+    #[must_use]
+    pub fn with_kubeconfig(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kubeconfig = Some(path.into());
+        self
+    }
+}
+
+/// Start (or reach) a cluster of `provider` running Kubernetes `version`. The version is what
+/// local, kind and k3s start; an existing cluster runs whatever it runs.
+///
+/// # Errors
+/// The provider's start errors: for the local one asset, spawn and readiness errors with log
+/// tails; [`Error::Kubeconfig`] for an unusable kubeconfig; [`Error::Provider`] without
+/// Docker, the `kind` CLI or a local image.
+///
+/// # Example
+/// ```no_run
+/// # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
+/// use kube_harness::provider::{Provider, StartOptions, start};
+/// let cluster = start(Provider::Local, Default::default(), StartOptions::default()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn start(provider: Provider, version: KubeVersion, options: StartOptions) -> Result<Cluster> {
+    match provider {
+        Provider::Local => match options.attach {
+            Some(handle) => Cluster::attach(&handle).await,
+            None => {
+                let plane = crate::ControlPlane::builder().with_version(version);
+                let plane = if options.strict_readyz {
+                    plane.with_strict_readyz()
+                } else {
+                    plane
+                };
+                plane.start().await
+            }
+        },
+        Provider::Existing => existing::connect(options.kubeconfig.as_deref()).await,
+        Provider::Kind => {
+            let create = move |dir: &Path, kubeconfig: &Path| kind::KindCluster::create(&version, dir, kubeconfig);
+            start_from_tool(provider, create, |guard, run_dir| Origin::Kind { guard, run_dir }).await
+        }
+        Provider::K3s => {
+            let create = move |_: &Path, kubeconfig: &Path| k3s::K3sContainer::start(&version, kubeconfig);
+            start_from_tool(provider, create, |guard, run_dir| Origin::K3s { guard, run_dir }).await
         }
     }
 }
 
-impl Cluster {
-    /// `Some(reason)` if this cluster lacks `capability` (print it and skip), `None` if it
-    /// has it.
-    pub fn lacks(&self, capability: Capability) -> Option<String> {
-        (!self.has(capability)).then(|| {
-            format!(
-                "skipped: on the {} provider the harness cannot {} ({capability:?})",
-                self.provider(),
-                capability.describe()
-            )
-        })
-    }
+/// A cluster another tool creates (kind, k3s): a run directory, `create` on a blocking thread
+/// (it writes the kubeconfig to the path it is given and returns the guard that deletes the
+/// cluster on drop), then the cluster read from that kubeconfig.
+async fn start_from_tool<G: Send + 'static>(
+    provider: Provider,
+    create: impl FnOnce(&Path, &Path) -> Result<G> + Send + 'static,
+    origin: impl FnOnce(G, RunDir) -> Origin,
+) -> Result<Cluster> {
+    let run_dir = RunDir::create(&provider.to_string())?;
+    let dir = run_dir.path().to_owned();
+    let kubeconfig = dir.join(format!("{provider}-kubeconfig"));
+    let guard = {
+        let kubeconfig = kubeconfig.clone();
+        crate::process::blocking("cluster creation", move || create(&dir, &kubeconfig)).await?
+    };
+    let config = existing::read(&kubeconfig, provider)?;
+    existing::from_kubeconfig(config, run_dir, |run_dir| origin(guard, run_dir)).await
 }

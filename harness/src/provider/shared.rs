@@ -1,16 +1,19 @@
 //! One cluster per test process, started on first use and shared by every test.
 
+use std::sync::Arc;
+
 use tokio::sync::OnceCell;
 
-use super::local::{Cluster, ControlPlane};
+use super::{Provider, StartOptions};
+use crate::assets::KubeVersion;
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 
-/// The process-wide cluster, started by the first caller with the default
-/// [`ControlPlane`] settings (override the version with `KUBE_HARNESS_K8S_VERSION`) — or, when
-/// `KUBE_HARNESS_CLUSTER` names a handle file (`kube-harness up --detach` prints it), the
-/// cluster that process runs, attached to instead of started, so several test binaries share
-/// one cluster. `KUBE_HARNESS_PROVIDER=existing|kind|k3s` picks another provider
-/// ([`crate::provider`]).
+/// The process-wide cluster, started by the first caller through [`start`](super::start)
+/// with what the environment asks for: `KUBE_HARNESS_PROVIDER` (default local),
+/// `KUBE_HARNESS_K8S_VERSION`, and `KUBE_HARNESS_CLUSTER` — a handle file (`kube-harness up
+/// --detach` prints it) of a cluster another process runs, attached to instead of started, so
+/// several test binaries share one cluster.
 ///
 /// Tests run on separate tokio runtimes, so share the cluster's *data* and build a client per
 /// test with [`Cluster::client`]. The cluster lives in a `static` and is never dropped: its
@@ -31,23 +34,14 @@ use crate::error::{Error, Result};
 /// # Ok(()) }
 /// ```
 pub async fn shared() -> Result<&'static Cluster> {
-    static SHARED: OnceCell<std::result::Result<Cluster, String>> = OnceCell::const_new();
+    static SHARED: OnceCell<std::result::Result<Cluster, Arc<Error>>> = OnceCell::const_new();
     let started = SHARED
         .get_or_init(|| async {
-            let started = match crate::provider::Provider::from_env() {
-                Err(e) => Err(e),
-                Ok(crate::provider::Provider::Existing) => Cluster::existing(None).await,
-                Ok(crate::provider::Provider::Kind) => Cluster::kind(super::local::version_from_env()).await,
-                Ok(crate::provider::Provider::K3s) => Cluster::k3s(super::local::version_from_env()).await,
-                Ok(crate::provider::Provider::Local) => {
-                    match std::env::var_os("KUBE_HARNESS_CLUSTER").filter(|v| !v.is_empty()) {
-                        Some(handle) => Cluster::attach(std::path::Path::new(&handle)).await,
-                        None => ControlPlane::builder().start().await,
-                    }
-                }
-            };
-            started.map_err(|e| e.to_string())
+            let provider = Provider::from_env().map_err(Arc::new)?;
+            super::start(provider, KubeVersion::from_env(), StartOptions::from_env())
+                .await
+                .map_err(Arc::new)
         })
         .await;
-    started.as_ref().map_err(|message| Error::SharedStart(message.clone()))
+    started.as_ref().map_err(|e| Error::SharedStart(Arc::clone(e)))
 }

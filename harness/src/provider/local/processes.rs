@@ -9,13 +9,14 @@ use super::flags;
 use crate::assets::Assets;
 use crate::error::{Error, Result};
 use crate::pki::{ClusterPki, FRONT_PROXY_CLIENT_CN, files};
-use crate::process::{Child, ChildSpec, free_port, probe_client, wait_http_ready};
+use crate::process::{Child, ChildSpec, free_port, probe_client};
+use crate::wait::{Backoff, Probe, Readiness};
 
 const PORT_ATTEMPTS: u32 = 4;
 /// kube-apiserver's log, in the run directory.
-pub(super) const APISERVER_LOG: &str = "kube-apiserver.log";
+pub(crate) const APISERVER_LOG: &str = "kube-apiserver.log";
 /// etcd's log, in the run directory.
-pub(super) const ETCD_LOG: &str = "etcd.log";
+pub(crate) const ETCD_LOG: &str = "etcd.log";
 
 pub(crate) struct Started {
     pub child: Child,
@@ -81,9 +82,7 @@ pub(crate) async fn start_etcd(
             let data = run_dir.join(format!("etcd-data-{attempt}"));
             if let Some(seed) = seed {
                 let (seed, to) = (seed.to_owned(), data.clone());
-                tokio::task::spawn_blocking(move || super::template::copy_dir(&seed, &to))
-                    .await
-                    .map_err(|e| Error::Client(format!("etcd template copy task failed: {e}").into()))??;
+                crate::process::blocking("etcd template copy", move || super::template::copy_dir(&seed, &to)).await?;
             }
             let args = flags([
                 ("name".into(), "default".into()),
@@ -100,39 +99,40 @@ pub(crate) async fn start_etcd(
                 ("election-timeout".into(), "100".into()),
                 ("log-level".into(), "warn".into()),
             ]);
-            let child = Child::spawn(&ChildSpec {
-                component: "etcd",
-                program: assets.etcd(),
+            let spec = ChildSpec {
                 args,
-                log: run_dir.join(ETCD_LOG),
                 cwd: Some(run_dir.to_owned()),
-                env: Vec::new(),
-            })?;
-            wait_http_ready(
-                &child,
-                timeout,
-                &probe_client,
-                &format!("{url}/health"),
-                Some("\"health\":\"true\""),
-            )
-            .await?;
+                readiness: Readiness::Http {
+                    url: format!("{url}/health"),
+                    client: probe_client.clone(),
+                    body: Some("\"health\":\"true\"".into()),
+                },
+                ..ChildSpec::new("etcd", assets.etcd(), run_dir.join(ETCD_LOG))
+            };
+            let child = Child::start(&spec, timeout).await?;
             // etcd's health endpoint has no authentication: when another process's etcd took
             // the port first, the probe above was answered by that one while ours failed to
             // bind. Only go on once the port is ours (or report the clash, which is retried).
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while !crate::process::listening_ports(child.pid()).contains(&client_port) {
-                if let Some(status) = child.try_exit() {
-                    return Err(child.exited_error(status));
-                }
-                if std::time::Instant::now() > deadline {
-                    return Err(Error::Ports {
-                        component: "etcd",
-                        attempts: 1,
-                        detail: format!("127.0.0.1:{client_port} answers, but not from etcd pid {}", child.pid()),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            crate::wait::poll(
+                Duration::from_secs(5),
+                Backoff::every_millis(5),
+                || async {
+                    if let Some(status) = child.try_exit() {
+                        return Err(child.exited_error(status));
+                    }
+                    Ok(if crate::process::listening_ports(child.pid()).contains(&client_port) {
+                        Probe::Ready(())
+                    } else {
+                        Probe::NotYet(String::new())
+                    })
+                },
+                |_| Error::Ports {
+                    component: "etcd",
+                    attempts: 1,
+                    detail: format!("127.0.0.1:{client_port} answers, but not from etcd pid {}", child.pid()),
+                },
+            )
+            .await?;
             Ok(Started {
                 child,
                 url,
@@ -222,15 +222,18 @@ pub(super) async fn start_apiserver(
             .collect();
             pairs.extend(extra.iter().cloned());
             let args: Vec<OsString> = flags(pairs);
-            let child = Child::spawn(&ChildSpec {
-                component: "kube-apiserver",
-                program: assets.kube_apiserver(),
+            let spec = ChildSpec {
                 args,
-                log: run_dir.join(APISERVER_LOG),
                 cwd: Some(run_dir.to_owned()),
                 env: go_gc_env(),
-            })?;
-            wait_http_ready(&child, timeout, &probe_client, &format!("{url}/{readyz}"), None).await?;
+                readiness: Readiness::Http {
+                    url: format!("{url}/{readyz}"),
+                    client: probe_client.clone(),
+                    body: None,
+                },
+                ..ChildSpec::new("kube-apiserver", assets.kube_apiserver(), run_dir.join(APISERVER_LOG))
+            };
+            let child = Child::start(&spec, timeout).await?;
             Ok(Started {
                 child,
                 url,

@@ -91,9 +91,7 @@ async fn make(
     let lock = {
         let parent = parent.clone();
         let name = name.clone();
-        tokio::task::spawn_blocking(move || crate::assets::lock_cache(&parent, &name))
-            .await
-            .map_err(|e| Error::Client(format!("template lock task failed: {e}").into()))??
+        crate::process::blocking("template lock", move || crate::assets::lock_cache(&parent, &name)).await?
     };
     if dir.join("member").is_dir() {
         return Ok(());
@@ -102,9 +100,7 @@ async fn make(
     tracing::info!(?dir, "making the etcd template (once per binaries and flags)");
     let run_dir = RunDir::create("template")?;
     let pki_dir = run_dir.path().join("pki");
-    let pki = tokio::task::spawn_blocking(move || ClusterPki::generate(&pki_dir))
-        .await
-        .map_err(|e| Error::Client(format!("certificate generation task failed: {e}").into()))??;
+    let pki = crate::process::blocking("certificate generation", move || ClusterPki::generate(&pki_dir)).await?;
     let etcd = start_etcd(assets, run_dir.path(), None, timeout).await?;
     let apiserver = start_apiserver(assets, run_dir.path(), &pki, &etcd.url, extra, false, timeout).await?;
     // Bootstrap is complete once /readyz passes (it includes every post-start hook); stop

@@ -1,0 +1,90 @@
+//! The handle of a detached cluster: what `kube-harness up --detach` writes and
+//! [`Cluster::attach`] reads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Cluster, ClusterInfo, Origin, StartupTimings, kubeconfig};
+use crate::assets::Assets;
+use crate::error::{Error, Result};
+use crate::pki::ClusterPki;
+
+/// What another process needs to use a running cluster: written by `kube-harness up --detach`
+/// as `cluster.json` in the run directory, read by [`Cluster::attach`] (and by [`crate::shared`]
+/// when `KUBE_HARNESS_CLUSTER` names the file).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterHandle {
+    /// Where the cluster is.
+    pub info: ClusterInfo,
+    /// kube-apiserver's pid.
+    pub apiserver_pid: u32,
+    /// etcd's pid.
+    pub etcd_pid: u32,
+    /// The process that owns the cluster (stop it to stop the cluster).
+    pub owner_pid: u32,
+}
+
+impl Cluster {
+    /// The handle another process needs to [`attach`](Cluster::attach) to this cluster, owned
+    /// by this process.
+    pub fn handle(&self) -> Option<ClusterHandle> {
+        match &self.origin {
+            Origin::Local { apiserver, etcd, .. } => Some(ClusterHandle {
+                info: self.info.clone(),
+                apiserver_pid: apiserver.pid(),
+                etcd_pid: etcd.pid(),
+                owner_pid: std::process::id(),
+            }),
+            Origin::Attached(h) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
+    /// Use a cluster another process started and keeps running (`kube-harness up --detach`
+    /// writes the handle file and prints its path as `KUBE_HARNESS_CLUSTER`). Dropping the
+    /// returned `Cluster` leaves it running.
+    ///
+    /// # Errors
+    /// [`Error::Attach`] if the file cannot be read or the cluster is no longer running;
+    /// [`Error::Io`]/[`Error::Pki`] if its certificates cannot be read.
+    pub async fn attach(handle_file: &Path) -> Result<Self> {
+        let attach_err = |problem: String| Error::Attach {
+            file: handle_file.to_owned(),
+            problem,
+        };
+        let text = std::fs::read_to_string(handle_file).map_err(|e| attach_err(format!("cannot read it: {e}")))?;
+        let handle: ClusterHandle =
+            serde_json::from_str(&text).map_err(|e| attach_err(format!("not a cluster handle: {e}")))?;
+        for (what, pid) in [
+            ("its owner", handle.owner_pid),
+            ("kube-apiserver", handle.apiserver_pid),
+            ("etcd", handle.etcd_pid),
+        ] {
+            if !crate::process::alive(pid) {
+                return Err(attach_err(format!(
+                    "{what} (pid {pid}) is no longer running; start the cluster again (`kube-harness up --detach`)"
+                )));
+            }
+        }
+        let pki = ClusterPki::load(&handle.info.run_dir.join("pki"))?;
+        let admin_kubeconfig = kubeconfig::kubeconfig(
+            &handle.info.server,
+            pki.serving_ca.cert_pem(),
+            crate::pki::ADMIN_USER,
+            Some(&pki.admin),
+            None,
+        );
+        let cluster = Cluster {
+            info: handle.info.clone(),
+            admin_kubeconfig,
+            server_ca_pem: pki.serving_ca.cert_pem().to_owned(),
+            pki: Some(Arc::new(pki)),
+            assets: Assets::attached(handle.info.assets_dir.clone()),
+            timings: StartupTimings::default(),
+            origin: Origin::Attached(handle),
+            runs_pods: false,
+        };
+        cluster.check_alive()?;
+        Ok(cluster)
+    }
+}

@@ -1,0 +1,164 @@
+//! Who talks to a cluster: the admin, certificate users, ServiceAccount tokens,
+//! impersonation, and the kubeconfigs and HTTP clients for each.
+
+use std::path::Path;
+
+use kube::config::Kubeconfig;
+
+use super::{Cluster, kubeconfig};
+use crate::error::{Error, Result};
+use crate::pki::{CertSpec, KeyedCert};
+
+impl Cluster {
+    /// A client authenticated as the admin (`system:masters`). Build one per test: a kube
+    /// `Client` belongs to the tokio runtime it was first used on.
+    ///
+    /// # Errors
+    /// [`Error::Client`] if the client cannot be built.
+    pub async fn client(&self) -> Result<kube::Client> {
+        kubeconfig::client(self.admin_kubeconfig.clone()).await
+    }
+
+    /// Issue a client certificate for `name` in `groups` (CN = user, O = groups), signed by
+    /// the cluster's client CA.
+    ///
+    /// # Errors
+    /// [`Error::Pki`].
+    pub fn issue_user_cert(
+        &self,
+        name: &str,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<KeyedCert> {
+        self.pki
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported {
+                what: "issuing client certificates",
+                provider: self.provider().to_string(),
+                hint: "use Cluster::user (impersonation there) or a ServiceAccount token",
+            })?
+            .client_ca
+            .issue(&CertSpec::client(name, groups))
+    }
+
+    /// A kubeconfig for user `name` in `groups`, authenticated by a fresh client certificate.
+    ///
+    /// # Errors
+    /// [`Error::Pki`].
+    pub fn user_kubeconfig(
+        &self,
+        name: &str,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Kubeconfig> {
+        let cert = self.issue_user_cert(name, groups)?;
+        Ok(kubeconfig::kubeconfig(
+            &self.info.server,
+            &self.server_ca_pem,
+            name,
+            Some(&cert),
+            None,
+        ))
+    }
+
+    /// A kubeconfig that authenticates with a bearer token (a ServiceAccount token, say).
+    pub fn token_kubeconfig(&self, token: &str) -> Kubeconfig {
+        kubeconfig::kubeconfig(&self.info.server, &self.server_ca_pem, "token-user", None, Some(token))
+    }
+
+    /// A client for user `name` in `groups`, authenticated by a fresh client certificate
+    /// (on providers whose client CA the harness does not hold: the admin impersonating
+    /// them, which RBAC treats the same). With no RBAC bound, it gets 403 Forbidden for
+    /// almost everything.
+    ///
+    /// # Errors
+    /// [`Error::Pki`], [`Error::Client`].
+    pub async fn user(&self, name: &str, groups: impl IntoIterator<Item = impl Into<String>>) -> Result<kube::Client> {
+        if self.pki.is_none() {
+            return self.impersonating(name, groups).await;
+        }
+        kubeconfig::client(self.user_kubeconfig(name, groups)?).await
+    }
+
+    /// A token for ServiceAccount `namespace/name` from the TokenRequest API (creating the
+    /// ServiceAccount if it does not exist), valid for `expiration_seconds`.
+    ///
+    /// # Errors
+    /// [`Error::Kube`], or [`Error::Fixture`] if the API returned no token.
+    pub async fn service_account_token(&self, namespace: &str, name: &str, expiration_seconds: i64) -> Result<String> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let sas = kube::Api::<ServiceAccount>::namespaced(self.client().await?, namespace);
+        if sas.get_opt(name).await?.is_none() {
+            let sa = ServiceAccount {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_owned()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            sas.create(&kube::api::PostParams::default(), &sa).await?;
+        }
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(expiration_seconds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        sas.create_token_request(name, &kube::api::PostParams::default(), &request)
+            .await?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| Error::Fixture(format!("TokenRequest for {namespace}/{name} returned no token")))
+    }
+
+    /// A client that authenticates with a bearer token (a ServiceAccount token from
+    /// TokenRequest, say).
+    ///
+    /// # Errors
+    /// [`Error::Client`].
+    pub async fn token_client(&self, token: &str) -> Result<kube::Client> {
+        kubeconfig::client(self.token_kubeconfig(token)).await
+    }
+
+    /// A client that authenticates as the admin and impersonates `user` in `groups`
+    /// (`Impersonate-User` / `Impersonate-Group`), as `kubectl --as` does.
+    ///
+    /// # Errors
+    /// [`Error::Client`].
+    pub async fn impersonating(
+        &self,
+        user: &str,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<kube::Client> {
+        let groups: Vec<String> = groups.into_iter().map(Into::into).collect();
+        let mut config = self.admin_kubeconfig.clone();
+        for named in &mut config.auth_infos {
+            if let Some(auth) = named.auth_info.as_mut() {
+                auth.impersonate = Some(user.to_owned());
+                auth.impersonate_groups = Some(groups.clone());
+            }
+        }
+        kubeconfig::client(config).await
+    }
+
+    /// Write the admin kubeconfig to `path` as well (mode 0600).
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Json`].
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<()> {
+        kubeconfig::write(&self.admin_kubeconfig, path)
+    }
+
+    /// A reqwest client that trusts the API server and authenticates with `cert` (or with
+    /// nothing, for bearer tokens), as curl would.
+    ///
+    /// # Errors
+    /// [`Error::Client`].
+    pub fn http_client(&self, cert: Option<&KeyedCert>) -> Result<reqwest::Client> {
+        let tls = crate::pki::rustls_client_config(&self.server_ca_pem, cert)?;
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| Error::Client(Box::new(e)))
+    }
+}

@@ -1,0 +1,238 @@
+//! A target's backend: built (Go module or cargo package) or found, its placeholders
+//! expanded, spawned, and waited for.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{Target, spec};
+use crate::Cluster;
+use crate::error::{Error, Result};
+use crate::pki::KeyedCert;
+use crate::process::{Child, ChildSpec, free_port, probe_client};
+use crate::wait::Readiness;
+
+impl Cluster {
+    pub(super) async fn start_backend(
+        &self,
+        target: &Target,
+        backend: &spec::Backend,
+        certs: &BTreeMap<String, KeyedCert>,
+        work: &Path,
+        etcd_url: &str,
+    ) -> Result<(Child, u16, Duration, ChildSpec)> {
+        let program = if let Some(module) = &backend.go_module {
+            let version = backend
+                .go_version
+                .clone()
+                .unwrap_or_else(|| self.info().version.staging_tag());
+            let resolver = crate::assets::Resolver::new(self.info().version);
+            let module = module.clone();
+            crate::process::blocking("backend build", move || resolver.go_binary(&module, &version)).await?
+        } else if let Some(package) = &backend.cargo_package {
+            let (dir, package) = (target.dir.clone(), package.clone());
+            crate::process::blocking("backend build", move || cargo_binary(&dir, &package)).await?
+        } else {
+            match &backend.program {
+                Some(p) if p.contains('/') => target.dir.join(p),
+                Some(p) => PathBuf::from(p),
+                None => {
+                    return Err(Error::Fixture(format!(
+                        "target {}: backend has no program",
+                        target.name
+                    )));
+                }
+            }
+        };
+        let port = free_port("backend")?;
+        let mut vars = BTreeMap::new();
+        vars.insert("port".to_owned(), port.to_string());
+        vars.insert("etcdUrl".to_owned(), etcd_url.to_owned());
+        vars.insert(
+            "kubeconfig".to_owned(),
+            self.kubeconfig_path().to_string_lossy().into_owned(),
+        );
+        vars.insert("server".to_owned(), self.server_url().to_owned());
+        vars.insert("runDir".to_owned(), work.to_string_lossy().into_owned());
+        for name in certs.keys() {
+            for ext in ["crt", "key"] {
+                let path = work.join("certs").join(format!("{name}.{ext}"));
+                vars.insert(format!("certs.{name}.{ext}"), path.to_string_lossy().into_owned());
+            }
+        }
+        let args = backend
+            .args
+            .iter()
+            .chain(&target.extra_backend_args)
+            .map(|a| expand(a, &vars).map(OsString::from))
+            .collect::<Result<Vec<_>>>()?;
+        let env = backend
+            .env
+            .iter()
+            .map(|(name, value)| Ok((OsString::from(name), OsString::from(expand(value, &vars)?))))
+            .collect::<Result<Vec<_>>>()?;
+        let readiness = match &backend.readiness_log {
+            Some(needle) => Readiness::Log(needle.clone()),
+            None => {
+                let ca_name = backend.readiness_ca.clone().or_else(|| {
+                    target
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.certificates.iter().find(|c| !c.ca && !c.client))
+                        .and_then(|c| c.issuer.clone())
+                });
+                let ca_pem = ca_name
+                    .and_then(|n| certs.get(&n))
+                    .map(|c| c.cert_pem.clone())
+                    .unwrap_or_default();
+                Readiness::Http {
+                    url: format!(
+                        "https://127.0.0.1:{port}{}",
+                        backend.readiness_path.as_deref().unwrap_or("/readyz")
+                    ),
+                    client: probe_client(&ca_pem, None)?,
+                    body: None,
+                }
+            }
+        };
+        let launch = ChildSpec {
+            args,
+            cwd: Some(work.to_owned()),
+            env,
+            readiness,
+            ..ChildSpec::new("backend", program, work.join("backend.log"))
+        };
+        let spawned = Instant::now();
+        let timeout = Duration::from_secs(backend.start_timeout_seconds.unwrap_or(60));
+        let child = Child::start(&launch, timeout).await?;
+        Ok((child, port, spawned.elapsed(), launch))
+    }
+}
+
+fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<String> {
+    let mut out = String::new();
+    for piece in super::spec::placeholders(template).map_err(Error::Fixture)? {
+        match piece {
+            super::spec::Piece::Text(text) => out.push_str(text),
+            super::spec::Piece::Key(key) => {
+                let value = vars.get(key).ok_or_else(|| {
+                    Error::Fixture(format!(
+                        "unknown placeholder {{{{{key}}}}} in {template:?}; known: {}",
+                        vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                out.push_str(value);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Build the binary of `package` with cargo (from the workspace around `dir`) and return its
+/// path. Uses `$CARGO` when set (as it is under `cargo test`).
+fn cargo_binary(dir: &Path, package: &str) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(&cargo);
+    command
+        .args(["build", "--quiet", "--message-format=json", "-p", package])
+        .current_dir(dir);
+    // A test binary runs with the variables cargo sets for the crate under test
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, …). Build scripts such as ring's and the cc crate's
+    // rerun when those change, so passing them on rebuilt TLS and everything above it on every
+    // bring-up (10 s for requests-apiserver) and again on the next plain `cargo build`.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_crate_build_variable) {
+            command.env_remove(&name);
+        }
+    }
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|source| Error::Spawn {
+            binary: PathBuf::from(&cargo),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(Error::Build {
+            what: format!("cargo package {package}"),
+            status: output.status.to_string(),
+            tail: String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            log: dir.to_owned(),
+        });
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .ok_or_else(|| Error::Fixture(format!("cargo built package {package} but reported no executable")))
+}
+
+/// The variables cargo sets for one crate's build or test run — not configuration of cargo.
+fn is_crate_build_variable(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_expand_and_unknown_ones_are_named() -> Result<()> {
+        let mut vars = BTreeMap::new();
+        vars.insert("port".to_owned(), "8443".to_owned());
+        assert_eq!(expand("--secure-port={{port}} x", &vars)?, "--secure-port=8443 x");
+        let err = expand("{{ nope }}", &vars)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("unknown placeholder {{nope}}") && err.contains("port"),
+            "{err}"
+        );
+        assert!(expand("{{port", &vars).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn only_the_crate_under_test_variables_are_dropped_from_nested_cargo() {
+        for name in [
+            "CARGO_PKG_NAME",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_CRATE_NAME",
+            "OUT_DIR",
+            "CARGO_BIN_EXE_x",
+        ] {
+            assert!(is_crate_build_variable(name), "{name}");
+        }
+        for name in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO",
+            "CARGO_PROFILE_DEV_OPT_LEVEL",
+        ] {
+            assert!(!is_crate_build_variable(name), "{name}");
+        }
+    }
+}

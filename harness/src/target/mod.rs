@@ -1,0 +1,141 @@
+//! Targets: directories of plain Kubernetes YAML plus an optional harness spec
+//! ([`spec::TargetSpec`]) that says how to run an extension server behind the aggregator.
+//! A directory is loaded and checked ([`Target::load`]) before anything starts, brought up on
+//! a cluster ([`Cluster::up_target`](crate::Cluster::up_target): certificates, objects in
+//! order, the backend, APIServices completed and `Available`) and taken down again
+//! ([`RunningTarget::down`]).
+//!
+//! ```no_run
+//! # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
+//! use kube_harness::Target;
+//! let cluster = kube_harness::shared().await?;
+//! let wardle = Target::load("fixtures/targets/wardle")?;
+//! let running = cluster.up_target(&wardle).await?;   // APIService Available, group served
+//! running.down(cluster).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod apply;
+mod backend;
+pub mod expect;
+pub mod load;
+pub mod plan;
+mod running;
+pub mod spec;
+mod up;
+
+use std::path::{Path, PathBuf};
+
+pub use load::{Document, LoadError, Source};
+pub use plan::{Plan, Planned, Prerequisite};
+pub use running::{RunningTarget, TargetTimings};
+
+use crate::error::{Error, Result};
+use spec::{SPEC_API_VERSION, TargetSpec};
+
+/// A target directory, loaded and checked but not yet applied.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its name (the spec's `metadata.name`, else the directory name).
+    pub name: String,
+    /// The directory.
+    pub dir: PathBuf,
+    /// The Kubernetes objects, sorted and typed for bring-up.
+    pub plan: Plan,
+    /// The harness spec, if the directory has one.
+    pub spec: Option<TargetSpec>,
+    /// Arguments appended to the backend's (placeholders allowed), e.g. a fault flag.
+    pub extra_backend_args: Vec<String>,
+    /// The target's `Expectations` document, if it has one (checked by `verify`).
+    pub expectations: Option<expect::Expectations>,
+}
+
+impl Target {
+    /// Load a target directory (or a single file).
+    ///
+    /// # Errors
+    /// [`Error::Load`] for unreadable or malformed files, duplicate objects, bad specs.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_owned();
+        let docs = load::load(&[&dir])?;
+        let (harness_docs, objects): (Vec<Document>, Vec<Document>) =
+            docs.into_iter().partition(|d| d.api_version == SPEC_API_VERSION);
+        let (expectation_docs, specs): (Vec<Document>, Vec<Document>) =
+            harness_docs.into_iter().partition(|d| d.kind == "Expectations");
+        if expectation_docs.len() > 1 {
+            return Err(Error::Load(load::LoadError::Invalid {
+                doc: expectation_docs[1].source.clone(),
+                problem: format!(
+                    "a second Expectations document; the first is in {}",
+                    expectation_docs[0].source
+                ),
+            }));
+        }
+        let expectations = expectation_docs.first().map(expect::parse).transpose()?;
+        if specs.len() > 1 {
+            return Err(Error::Load(load::LoadError::Invalid {
+                doc: specs[1].source.clone(),
+                problem: format!("a second harness spec; the first is in {}", specs[0].source),
+            }));
+        }
+        let spec_doc = specs.into_iter().next();
+        let spec = spec_doc.as_ref().map(spec::parse).transpose()?;
+        let plan = Plan::new(objects)?;
+        if let (Some(spec), Some(doc)) = (&spec, &spec_doc) {
+            for svc in &spec.api_services {
+                if !plan.api_services.iter().any(|a| a.name() == svc.name) {
+                    return Err(Error::Fixture(format!(
+                        "{}: Target/{}: `apiServices` names APIService {:?}, but no fixture file defines it",
+                        doc.source, doc.name, svc.name
+                    )));
+                }
+            }
+        }
+        let name = spec_doc.map(|d| d.name).unwrap_or_else(|| {
+            dir.file_name()
+                .map_or_else(|| "target".to_owned(), |n| n.to_string_lossy().into_owned())
+        });
+        check_apiservice_services(&dir, &plan)?;
+        Ok(Self {
+            name,
+            dir,
+            plan,
+            spec,
+            extra_backend_args: Vec::new(),
+            expectations,
+        })
+    }
+}
+
+impl Target {
+    /// Append arguments to the backend's command line (placeholders allowed).
+    #[must_use]
+    pub fn with_backend_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.extra_backend_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// Every APIService with `spec.service` must point at a Service among the objects (else the
+/// aggregator reports ServiceNotFound forever).
+fn check_apiservice_services(dir: &Path, plan: &Plan) -> Result<()> {
+    for svc in &plan.api_services {
+        let Some((ns, name)) = Plan::service_of(&svc.object) else {
+            continue;
+        };
+        let found = plan
+            .prerequisites
+            .iter()
+            .map(plan::Prerequisite::doc)
+            .any(|d| d.kind == "Service" && d.name == name && d.namespace.as_deref().unwrap_or("default") == ns);
+        if !found {
+            return Err(Error::Fixture(format!(
+                "{}: APIService {} routes to Service {ns}/{name}, which no fixture file in {} defines",
+                svc.doc.source,
+                svc.name(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! A target that is up: its certificates, applied objects and backend; taken down again.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::apply::{self, Applied, Removal};
+use super::spec::TargetSpec;
+use crate::Cluster;
+use crate::error::{Error, Result};
+use crate::pki::{Ca, CertSpec, KeyedCert, write_private};
+use crate::process::{Child, ChildSpec};
+use crate::wait::Readiness;
+
+/// A target that is up. Call [`RunningTarget::down`] to remove its objects. Dropping it
+/// without `down` (a test that panicked, say) stops the backend and removes its APIServices,
+/// best effort, so a shared cluster's discovery stays healthy for the other tests; its other
+/// objects stay.
+#[derive(Debug)]
+pub struct RunningTarget {
+    pub(super) name: String,
+    pub(super) work: PathBuf,
+    pub(super) applied: Vec<Applied>,
+    pub(super) certs: BTreeMap<String, KeyedCert>,
+    pub(super) cas: BTreeMap<String, Ca>,
+    pub(super) port: Option<u16>,
+    pub(super) backend: Option<Child>,
+    pub(super) launch: Option<ChildSpec>,
+    pub(super) timings: TargetTimings,
+    /// A private etcd for the backend, on clusters whose etcd the harness cannot reach.
+    pub(super) etcd: Option<(Child, String)>,
+    /// The admin kubeconfig, for the best-effort cleanup on drop.
+    pub(super) admin: kube::config::Kubeconfig,
+}
+
+/// How long the cleanup on drop may take.
+const DROP_CLEANUP: Duration = Duration::from_secs(10);
+
+impl Drop for RunningTarget {
+    fn drop(&mut self) {
+        let first: Vec<Applied> = self.applied.drain(..).filter(|a| a.removal == Removal::First).collect();
+        if first.is_empty() {
+            return;
+        }
+        // A kube client belongs to the runtime it is built on, and drop may run on any thread
+        // (inside a runtime or not): clean up on a thread with a runtime of its own.
+        let admin = self.admin.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            let cleaned = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .map(|rt| {
+                    rt.block_on(async {
+                        match crate::cluster::kubeconfig::client(admin).await {
+                            Ok(client) => apply::delete_all(&client, &first).await,
+                            Err(e) => tracing::warn!(error = %e, "no client to clean up after a dropped target"),
+                        }
+                    });
+                });
+            let _ = done_tx.send(cleaned);
+        });
+        match done_rx.recv_timeout(DROP_CLEANUP) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(target = %name, error = %e, "cleaning up a dropped target"),
+            Err(_) => {
+                tracing::warn!(target = %name, "cleaning up a dropped target took over {DROP_CLEANUP:?}; left it")
+            }
+        }
+    }
+}
+
+/// How long bringing a target up took.
+#[derive(Debug, Clone, Default)]
+pub struct TargetTimings {
+    /// From spawning the backend (after any build) to its readiness probe passing.
+    pub backend_ready: Duration,
+    /// From the backend being ready to every APIService `Available=True`.
+    pub apiservices_available: Duration,
+    /// The whole `up`.
+    pub total: Duration,
+}
+
+impl RunningTarget {
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The backend's HTTPS port on 127.0.0.1.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    /// An issued certificate by spec name.
+    pub fn cert(&self, name: &str) -> Option<&KeyedCert> {
+        self.certs.get(name)
+    }
+    /// The backend process.
+    pub fn backend(&self) -> Option<&Child> {
+        self.backend.as_ref()
+    }
+    /// Timings of `up`.
+    pub fn timings(&self) -> &TargetTimings {
+        &self.timings
+    }
+
+    /// Issue another certificate from one of the target's CAs and write it as
+    /// `<name>.crt`/`<name>.key` beside the others; returns the two paths. For fault
+    /// scenarios: a serving certificate for the wrong name, say.
+    ///
+    /// # Errors
+    /// [`Error::Fixture`] for an unknown CA, [`Error::Pki`], [`Error::Io`].
+    pub fn issue_cert(&self, issuer: &str, name: &str, spec: &CertSpec) -> Result<(PathBuf, PathBuf)> {
+        let ca = self
+            .cas
+            .get(issuer)
+            .ok_or_else(|| Error::Fixture(format!("target {}: no CA named {issuer:?}", self.name)))?;
+        write_cert(&self.work.join("certs"), name, &ca.issue(spec)?)
+    }
+
+    /// Stop the backend (the APIService stays: the aggregator will notice).
+    pub fn stop_backend(&mut self) {
+        if let Some(backend) = self.backend.take() {
+            backend.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Stop the backend and start it again on the same port with `extra` arguments appended
+    /// to its usual ones (a fault flag, another certificate), then wait until the port accepts
+    /// connections. The readiness probe is not used: a faulty backend may never pass it.
+    ///
+    /// # Errors
+    /// [`Error::Fixture`] if the target has no backend; spawn errors; [`Error::StartupTimeout`].
+    pub async fn restart_backend(&mut self, extra: &[String]) -> Result<()> {
+        self.stop_backend();
+        let mut spec = self
+            .launch
+            .clone()
+            .ok_or_else(|| Error::Fixture(format!("target {} has no backend to restart", self.name)))?;
+        spec.args.extend(extra.iter().map(OsString::from));
+        spec.readiness = Readiness::Tcp(self.port.unwrap_or_default());
+        let child = Child::start(&spec, Duration::from_secs(30)).await?;
+        self.backend = Some(child);
+        Ok(())
+    }
+
+    /// Remove the target: APIServices first (so discovery stays healthy), then stop the
+    /// backend, then delete the other objects in reverse order — except Namespaces, which
+    /// nothing would finalize on the local plane (no kube-controller-manager); they are left
+    /// empty and reused by the next bring-up.
+    pub async fn down(mut self, cluster: &Cluster) -> Result<()> {
+        let client = cluster.client().await?;
+        let (first, rest): (Vec<Applied>, Vec<Applied>) =
+            self.applied.drain(..).partition(|a| a.removal == Removal::First);
+        apply::delete_all(&client, &first).await;
+        if let Some(backend) = self.backend.take() {
+            backend.stop(Duration::from_secs(5));
+        }
+        let rest: Vec<Applied> = rest.into_iter().filter(|a| a.removal != Removal::Keep).collect();
+        apply::delete_all(&client, &rest).await;
+        Ok(())
+    }
+}
+
+fn write_cert(dir: &Path, name: &str, cert: &KeyedCert) -> Result<(PathBuf, PathBuf)> {
+    crate::pki::create_private_dir(dir)?;
+    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    write_private(&crt, cert.cert_pem.as_bytes())?;
+    write_private(&key, cert.key_pem.as_bytes())?;
+    Ok((crt, key))
+}
+
+pub(super) type IssuedCerts = (BTreeMap<String, KeyedCert>, BTreeMap<String, Ca>);
+
+pub(super) fn issue_certs(spec: &TargetSpec, dir: &Path) -> Result<IssuedCerts> {
+    let mut cas: BTreeMap<String, Ca> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for c in spec.certificates.iter().filter(|c| c.ca) {
+        let ca = Ca::new(&c.name)?;
+        out.insert(c.name.clone(), ca.keyed_cert());
+        cas.insert(c.name.clone(), ca);
+    }
+    for c in spec.certificates.iter().filter(|c| !c.ca) {
+        let issuer =
+            c.issuer.as_deref().and_then(|i| cas.get(i)).ok_or_else(|| {
+                Error::Fixture(format!("certificate {:?}: issuer {:?} is not a CA", c.name, c.issuer))
+            })?;
+        let cert = issuer.issue(&CertSpec {
+            common_name: c
+                .common_name
+                .clone()
+                .or_else(|| c.dns_names.first().cloned())
+                .unwrap_or_else(|| c.name.clone()),
+            organizations: c.organizations.clone(),
+            dns_names: c.dns_names.clone(),
+            ips: c.ips.clone(),
+            server: !c.client,
+            client: c.client,
+        })?;
+        out.insert(c.name.clone(), cert);
+    }
+    for (name, cert) in &out {
+        write_cert(dir, name, cert)?;
+    }
+    Ok((out, cas))
+}

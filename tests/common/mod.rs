@@ -1,0 +1,43 @@
+//! Helpers every scenario file shares: the shared cluster as an rstest fixture, a fresh
+//! namespace per test, the path of a shipped target. Each test binary uses some of them.
+#![allow(dead_code, reason = "each scenario binary uses a part of the helpers")]
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use kube_harness::Cluster;
+use rstest::fixture;
+
+/// The process's shared cluster (started on first use).
+#[fixture]
+pub async fn cluster() -> &'static Cluster {
+    match kube_harness::shared().await {
+        Ok(c) => c,
+        Err(e) => panic!("the shared control plane did not start: {e}"),
+    }
+}
+
+/// A namespace of its own for a test: `<prefix>-<random suffix>`, created now.
+pub async fn namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{prefix}-")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let created = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    created
+        .metadata
+        .name
+        .ok_or_else(|| anyhow::anyhow!("namespace without a name"))
+}
+
+/// A shipped target's directory, `fixtures/targets/<name>`.
+pub fn target_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/targets")
+        .join(name)
+}
