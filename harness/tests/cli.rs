@@ -155,6 +155,15 @@ fn verify_passes_on_every_shipped_target_and_writes_junit() -> anyhow::Result<()
         assert!(stdout.contains(target), "{target} missing from:\n{stdout}");
     }
     assert!(stdout.contains(" 0 failed"), "{stdout}");
+    // Each denial names the layer that answered it.
+    for line in [
+        "PASS access: alice list k8s.wujiuye.com/v1beta1 requests in requests-system",
+        "denied by kube-apiserver's RBAC (the request never reached a backend)",
+        "PASS access: requests-viewer get k8s.wujiuye.com/v1beta1 requests/reserved-quota in requests-system",
+        "denied by the extension server of k8s.wujiuye.com/v1beta1 itself (kube-apiserver's RBAC allows the request)",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
     let xml = std::fs::read_to_string(&junit)?;
     assert_eq!(xml.matches("<testsuite ").count(), 3, "{xml}");
     assert!(!xml.contains("<failure"), "{xml}");
@@ -403,6 +412,52 @@ async fn up_on_an_existing_cluster_serves_a_target_and_leaves_the_cluster() -> a
     Ok(())
 }
 
+/// A server that answers 500 to a user RBAC allows (what one whose identity lacks
+/// `system:auth-delegator` does) fails `verify`: a server error is neither allowed nor denied.
+#[test]
+fn verify_fails_an_access_rule_answered_with_a_server_error() -> anyhow::Result<()> {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    // Inside the workspace, so the cargo backend still builds.
+    let work = root
+        .join("target")
+        .join(format!("kh-verify-500-{}", std::process::id()));
+    let dir = work.join("requests");
+    let _ = std::fs::remove_dir_all(&work);
+    copy_dir(&root.join("fixtures/targets/requests"), &dir)?;
+    let spec = std::fs::read_to_string(dir.join("target.yaml"))?;
+    let broken = spec.replace(
+        "      - --kubeconfig={{kubeconfig}}\n",
+        "      - --kubeconfig={{kubeconfig}}\n      - --authorization-error\n",
+    );
+    assert_ne!(spec, broken, "target.yaml changed shape");
+    std::fs::write(dir.join("target.yaml"), broken)?;
+    let bundle = work.join("bundles");
+    let out = Command::new(BIN)
+        .current_dir(&root)
+        .arg("verify")
+        .arg(&dir)
+        .arg("--bundle")
+        .arg(&bundle)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL access: requests-viewer list k8s.wujiuye.com/v1beta1 requests in requests-system"),
+        "{stdout}"
+    );
+    let failed = std::fs::read_to_string(bundle.join("requests/failed-checks.txt"))?;
+    assert!(
+        failed.contains("answered 500 InternalError: authorization check failed: subjectaccessreviews.authorization.k8s.io is forbidden"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("a server error is neither allowed nor denied"),
+        "{failed}"
+    );
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -489,7 +544,8 @@ fn verify_update_writes_snapshots_a_second_run_accepts_and_missing_rbac_is_named
     let failed_checks = std::fs::read_to_string(bundle.join("requests/failed-checks.txt"))?;
     assert!(
         failed_checks.contains(
-            "expected allowed, got GET /apis/k8s.wujiuye.com/v1beta1/namespaces/requests-system/requests: 403"
+            "expected allowed, but kube-apiserver's RBAC (the request never reached a backend) denied it: \
+             GET /apis/k8s.wujiuye.com/v1beta1/namespaces/requests-system/requests: 403 Forbidden"
         ),
         "{failed_checks}"
     );
@@ -509,7 +565,7 @@ fn verify_update_writes_snapshots_a_second_run_accepts_and_missing_rbac_is_named
         failed.trim().lines().collect::<Vec<_>>(),
         [
             "access: requests-viewer list k8s.wujiuye.com/v1beta1 requests in requests-system",
-            "access: requests-viewer get k8s.wujiuye.com/v1beta1 requests in requests-system"
+            "access: requests-viewer get k8s.wujiuye.com/v1beta1 requests/nginx in requests-system"
         ],
         "{failed}"
     );

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::health::Recorder;
 use crate::target::apply::{nudge_apiservice, wait_apiservice_status};
-use crate::target::expect::{Access, Expectations};
+use crate::target::expect::Expectations;
 use crate::target::{RunningTarget, Target};
 use crate::{Cluster, Error, Result};
 
@@ -40,7 +40,7 @@ pub(crate) async fn run(
     let rbac_deadline = Instant::now() + RBAC_PATIENCE;
     for access in &expectations.access {
         let t = Instant::now();
-        let outcome = check_access(cluster, access, rbac_deadline.saturating_duration_since(t)).await;
+        let outcome = super::access::check_access(cluster, access, rbac_deadline.saturating_duration_since(t)).await;
         rec.record(format!("access: {}", access.describe()), t, outcome);
     }
     let client = match cluster.client().await {
@@ -70,42 +70,6 @@ pub(crate) async fn run(
                 outcome,
             );
         }
-    }
-}
-
-async fn check_access(cluster: &Cluster, access: &Access, patience: Duration) -> std::result::Result<String, String> {
-    let client = cluster
-        .user(&access.user, access.groups.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let path = access.path();
-    let request = || {
-        let client = client.clone();
-        let path = path.clone();
-        async move {
-            let request = http::Request::get(&path)
-                .body(Vec::new())
-                .map_err(|e| kube::Error::Service(e.to_string().into()))?;
-            client.request_text(request).await
-        }
-    };
-    let result = if access.allowed {
-        super::retry_while_forbidden(patience, request).await
-    } else {
-        request().await
-    };
-    let (code, message) = super::outcome(result);
-    let allowed = code != 403 && code != 0;
-    let seen = if code == 0 {
-        format!("GET {path}: {message}")
-    } else {
-        format!("GET {path}: {code}")
-    };
-    match (allowed, access.allowed) {
-        (true, true) => Ok(format!("allowed ({seen})")),
-        (false, false) if code == 403 => Ok(format!("denied ({seen})")),
-        (_, true) => Err(format!("expected allowed, got {seen} {message}")),
-        (_, false) => Err(format!("expected 403 Forbidden, got {seen}")),
     }
 }
 

@@ -2,6 +2,7 @@
 //! resource list, its aggregated-discovery (v2) entry, a Table view, an authorization probe and
 //! a CRUD round trip. Scenarios in `tests/` are built from these, and so can yours.
 
+mod access;
 mod expect;
 mod health;
 
