@@ -203,6 +203,11 @@ fn verify_fails_naming_the_failed_check() -> anyhow::Result<()> {
         stdout.contains(&format!("failure bundle: {}", target_bundle.display())),
         "{stdout}"
     );
+    // The console shows the whole message, the backend's log tail indented under the check.
+    assert!(
+        stdout.contains("\n         backend: cannot start, simulated\n"),
+        "{stdout}"
+    );
     let backend_log = std::fs::read_to_string(target_bundle.join("backend.log"))?;
     assert!(backend_log.contains("cannot start, simulated"), "{backend_log}");
     assert!(std::fs::read_to_string(target_bundle.join("kube-apiserver.log"))?.len() > 100);
@@ -210,7 +215,19 @@ fn verify_fails_naming_the_failed_check() -> anyhow::Result<()> {
         serde_json::from_str(&std::fs::read_to_string(target_bundle.join("apiservices.json"))?)?;
     assert!(apiservices.as_array().is_some_and(|a| !a.is_empty()), "{apiservices}");
     assert!(target_bundle.join("events.json").is_file());
-    std::fs::remove_dir_all(bundle)?;
+    std::fs::remove_dir_all(&bundle)?;
+
+    // --quiet: one line per failed check.
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args(["verify", "tests/apply-fixtures/backend-exits", "--quiet", "--bundle"])
+        .arg(&bundle)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL bring up"), "{stdout}");
+    assert!(!stdout.contains("cannot start, simulated"), "{stdout}");
+    std::fs::remove_dir_all(&bundle)?;
     Ok(())
 }
 
@@ -414,6 +431,7 @@ async fn up_on_an_existing_cluster_serves_a_target_and_leaves_the_cluster() -> a
 
 /// A server that answers 500 to a user RBAC allows (what one whose identity lacks
 /// `system:auth-delegator` does) fails `verify`: a server error is neither allowed nor denied.
+/// The failure bundle is taken before teardown, and a later passing run removes it.
 #[test]
 fn verify_fails_an_access_rule_answered_with_a_server_error() -> anyhow::Result<()> {
     let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
@@ -454,6 +472,21 @@ fn verify_fails_an_access_rule_answered_with_a_server_error() -> anyhow::Result<
         failed.contains("a server error is neither allowed nor denied"),
         "{failed}"
     );
+    // The bundle was taken at the failure, before teardown: the target's APIService is in it.
+    let apiservices = std::fs::read_to_string(bundle.join("requests/apiservices.json"))?;
+    assert!(apiservices.contains("\"v1beta1.k8s.wujiuye.com\""), "{apiservices}");
+
+    // Fixed, the target passes, and the stale bundle of the failed run is removed.
+    std::fs::write(dir.join("target.yaml"), spec)?;
+    let out = Command::new(BIN)
+        .current_dir(&root)
+        .arg("verify")
+        .arg(&dir)
+        .arg("--bundle")
+        .arg(&bundle)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!bundle.join("requests").exists(), "the stale bundle is still there");
     std::fs::remove_dir_all(&work)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The health of one target, as a list of named checks: the engine behind
 //! `kube-harness verify` and the `every_target` scenario.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -147,23 +148,52 @@ async fn crd_checks(rec: &mut Recorder, client: &Client, name: &str) {
     }
 }
 
+/// How [`verify_target_with`] runs.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    /// Write CRUD answers that differ from (or lack) a snapshot to the target's `snapshots/`
+    /// directory for review; those checks pass.
+    pub update: bool,
+    /// Where this target's failure bundle goes. It is written at the failure, before
+    /// teardown, while the APIServices, CRDs and backend are as the failure left them; a
+    /// passing run removes a stale bundle there.
+    pub bundle: Option<PathBuf>,
+}
+
+impl VerifyOptions {
+    /// Write differing CRUD snapshots instead of failing on them.
+    #[must_use]
+    pub fn with_update(mut self, update: bool) -> Self {
+        self.update = update;
+        self
+    }
+
+    /// Write a failure bundle into `dir` when a check fails.
+    #[must_use]
+    pub fn with_bundle(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bundle = Some(dir.into());
+        self
+    }
+}
+
 /// Bring `target` up on `cluster`, check it, and tear it down. Never fails: every problem is a
 /// failed check (a failed bring-up ends the list early). A target with an `Expectations`
 /// document also gets its access, CRUD-snapshot and FailedDiscoveryCheck checks; missing or
 /// different snapshots fail (see [`verify_target_with`] to write them).
 pub async fn verify_target(cluster: &Cluster, target: &Target) -> Vec<CheckResult> {
-    verify_target_with(cluster, target, false).await
+    verify_target_with(cluster, target, &VerifyOptions::default()).await
 }
 
-/// [`verify_target`]; with `update`, CRUD answers that differ from (or lack) a snapshot are
-/// written to the target's `snapshots/` directory for review, and the check passes.
-pub async fn verify_target_with(cluster: &Cluster, target: &Target, update: bool) -> Vec<CheckResult> {
+/// [`verify_target`] with [`VerifyOptions`]: snapshots updated, a failure bundle written
+/// before teardown.
+pub async fn verify_target_with(cluster: &Cluster, target: &Target, options: &VerifyOptions) -> Vec<CheckResult> {
     let mut rec = Recorder {
         target: target.name.clone(),
         results: Vec::new(),
     };
     let t = Instant::now();
-    let mut running = match cluster.up_target(target).await {
+    let mut running = match cluster.up_target_or_keep(target).await {
         Ok(r) => {
             let timings = r.timings();
             rec.record(
@@ -177,208 +207,96 @@ pub async fn verify_target_with(cluster: &Cluster, target: &Target, update: bool
             );
             r
         }
-        Err(e) => {
+        Err((e, running)) => {
             rec.record("bring up", t, Err(e.to_string()));
+            bundle(cluster, target, options, &mut rec).await;
+            if let Err(cleanup) = running.down(cluster).await {
+                tracing::warn!(error = %cleanup, "cleaning up after a failed bring-up");
+            }
             return rec.results;
         }
     };
-    let client = match cluster.client().await {
-        Ok(c) => c,
-        Err(e) => {
-            rec.record("admin client", Instant::now(), Err(e.to_string()));
-            return rec.results;
-        }
-    };
-    for api_service in &target.plan.api_services {
-        apiservice_checks(&mut rec, &client, api_service.name()).await;
-    }
-    for crd in target.plan.crds() {
-        crd_checks(&mut rec, &client, crd.name()).await;
-    }
-    if let Some(expectations) = &target.expectations {
-        super::expect::run(&mut rec, cluster, target, &mut running, expectations, update).await;
-    }
-    let backend = running.backend().map(|b| (b.pid(), b.try_exit()));
-    if let Some((_, exited)) = backend {
-        let outcome = match exited {
-            None => Ok("running".to_owned()),
-            Some(status) => Err(format!("backend exited: {status}")),
-        };
-        rec.record("backend still running", Instant::now(), outcome);
-    }
+    checks(&mut rec, cluster, target, &mut running, options).await;
+    bundle(cluster, target, options, &mut rec).await;
+    let backend = running.backend().map(|b| b.pid());
     let t = Instant::now();
     let down = running
         .down(cluster)
         .await
         .map_err(|e| e.to_string())
         .and_then(|()| match backend {
-            Some((pid, _)) if !crate::process::live_group_members(pid).is_empty() => {
+            Some(pid) if !crate::process::live_group_members(pid).is_empty() => {
                 Err(format!("backend pid {pid} still running after teardown"))
             }
             _ => Ok("removed".to_owned()),
         });
-    rec.record("tear down", t, down);
+    if !rec.record("tear down", t, down)
+        && let Some(dir) = &options.bundle
+    {
+        // The teardown's own failure belongs in the bundle too (taken now if nothing failed
+        // before it).
+        if dir.join("failed-checks.txt").is_file() {
+            if let Err(e) = super::write_failed_checks(dir, &rec.results) {
+                tracing::warn!(error = %e, "could not update failed-checks.txt");
+            }
+        } else {
+            bundle(cluster, target, options, &mut rec).await;
+        }
+    }
     rec.results
 }
 
-/// Write a failure bundle for `target` into `dir`: kube-apiserver's and etcd's logs, the
-/// target's backend log, every APIService and the target's CRDs with their conditions, and
-/// the cluster's events. Returns the files written. Best effort: what cannot be fetched is
-/// noted in `errors.txt`.
-///
-/// # Errors
-/// [`crate::Error::Io`] if the directory cannot be created.
-pub async fn write_failure_bundle(
+/// Every check between bring-up and teardown.
+async fn checks(
+    rec: &mut Recorder,
     cluster: &Cluster,
     target: &Target,
-    dir: &std::path::Path,
-) -> crate::Result<Vec<std::path::PathBuf>> {
-    use k8s_openapi::api::core::v1::Event;
-    crate::pki::create_private_dir(dir)?;
-    let mut written = Vec::new();
-    let mut errors = Vec::new();
-    let backend_log = cluster
-        .info()
-        .run_dir
-        .join("targets")
-        .join(&target.name)
-        .join("backend.log");
-    for (src, name) in [
-        (cluster.apiserver_log().to_owned(), "kube-apiserver.log"),
-        (cluster.etcd_log().to_owned(), "etcd.log"),
-        (backend_log, "backend.log"),
-    ] {
-        let dest = dir.join(name);
-        match std::fs::copy(&src, &dest) {
-            Ok(_) => written.push(dest),
-            Err(e) => errors.push(format!("{}: {e}", src.display())),
+    running: &mut crate::target::RunningTarget,
+    options: &VerifyOptions,
+) {
+    let client = match cluster.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            rec.record("admin client", Instant::now(), Err(e.to_string()));
+            return;
         }
+    };
+    for api_service in &target.plan.api_services {
+        apiservice_checks(rec, &client, api_service.name()).await;
     }
-    match cluster.client().await {
-        Ok(client) => {
-            let lp = kube::api::ListParams::default();
-            let dumps: [(&str, Result<serde_json::Value, String>); 3] = [
-                (
-                    "apiservices.json",
-                    Api::<APIService>::all(client.clone())
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|l| serde_json::to_value(l.items).map_err(|e| e.to_string())),
-                ),
-                (
-                    "crds.json",
-                    Api::<CustomResourceDefinition>::all(client.clone())
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|l| {
-                            let names: Vec<&str> = target.plan.crds().map(|c| c.name()).collect();
-                            let mine: Vec<_> = l
-                                .items
-                                .into_iter()
-                                .filter(|c| c.metadata.name.as_deref().is_some_and(|n| names.contains(&n)))
-                                .collect();
-                            serde_json::to_value(mine).map_err(|e| e.to_string())
-                        }),
-                ),
-                (
-                    "events.json",
-                    Api::<Event>::all(client.clone())
-                        .list(&lp)
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|l| serde_json::to_value(l.items).map_err(|e| e.to_string())),
-                ),
-            ];
-            for (name, dump) in dumps {
-                match dump {
-                    Ok(value) => {
-                        let dest = dir.join(name);
-                        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-                        match std::fs::write(&dest, text) {
-                            Ok(()) => written.push(dest),
-                            Err(e) => errors.push(format!("{name}: {e}")),
-                        }
-                    }
-                    Err(e) => errors.push(format!("{name}: {e}")),
-                }
-            }
-        }
-        Err(e) => errors.push(format!("no client: {e}")),
+    for crd in target.plan.crds() {
+        crd_checks(rec, &client, crd.name()).await;
     }
-    if !errors.is_empty() {
-        let dest = dir.join("errors.txt");
-        if std::fs::write(&dest, errors.join("\n")).is_ok() {
-            written.push(dest);
-        }
+    if let Some(expectations) = &target.expectations {
+        super::expect::run(rec, cluster, target, running, expectations, options.update).await;
     }
-    Ok(written)
-}
-
-/// JUnit XML for `results`: one testsuite per target, one testcase per check.
-pub fn junit(results: &[CheckResult]) -> String {
-    fn esc(s: &str) -> String {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    }
-    let mut targets: Vec<&str> = results.iter().map(|r| r.target.as_str()).collect();
-    targets.dedup();
-    let mut out =
-        String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"kube-harness verify\">\n");
-    for target in targets {
-        let cases: Vec<&CheckResult> = results.iter().filter(|r| r.target == target).collect();
-        let failures = cases.iter().filter(|c| !c.passed).count();
-        let time: f64 = cases.iter().map(|c| c.duration.as_secs_f64()).sum();
-        out.push_str(&format!(
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" time=\"{time:.3}\">\n",
-            esc(target),
-            cases.len()
-        ));
-        for c in cases {
-            out.push_str(&format!(
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-                esc(target),
-                esc(&c.check),
-                c.duration.as_secs_f64()
-            ));
-            if c.passed {
-                out.push_str("/>\n");
-            } else {
-                out.push_str(&format!(
-                    ">\n      <failure message=\"{}\"/>\n    </testcase>\n",
-                    esc(&c.detail)
-                ));
-            }
-        }
-        out.push_str("  </testsuite>\n");
-    }
-    out.push_str("</testsuites>\n");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn junit_has_one_case_per_check_and_escapes() {
-        let r = |check: &str, passed: bool, detail: &str| CheckResult {
-            target: "t<1>".into(),
-            check: check.into(),
-            passed,
-            detail: detail.into(),
-            duration: Duration::from_millis(5),
-            data: None,
+    if let Some(backend) = running.backend() {
+        let outcome = match backend.try_exit() {
+            None => Ok("running".to_owned()),
+            Some(status) => Err(format!("backend exited: {status}")),
         };
-        let xml = junit(&[r("a", true, ""), r("b \"x\"", false, "bad & worse")]);
-        assert!(
-            xml.contains("<testsuite name=\"t&lt;1&gt;\" tests=\"2\" failures=\"1\""),
-            "{xml}"
-        );
-        assert!(xml.contains("name=\"b &quot;x&quot;\""), "{xml}");
-        assert!(xml.contains("<failure message=\"bad &amp; worse\"/>"), "{xml}");
+        rec.record("backend still running", Instant::now(), outcome);
+    }
+}
+
+/// The failure bundle, taken now (before teardown) if a check failed; a stale one removed if
+/// none did. A bundle that cannot be written is a failed check of its own.
+async fn bundle(cluster: &Cluster, target: &Target, options: &VerifyOptions, rec: &mut Recorder) {
+    let Some(dir) = &options.bundle else {
+        return;
+    };
+    if rec.results.iter().all(|r| r.passed) {
+        super::remove_stale_bundle(dir);
+        return;
+    }
+    let t = Instant::now();
+    let written: crate::Result<()> = async {
+        super::write_failure_bundle(cluster, target, dir).await?;
+        super::write_failed_checks(dir, &rec.results)?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = written {
+        rec.record("failure bundle", t, Err(format!("{}: {e}", dir.display())));
     }
 }

@@ -5,9 +5,11 @@
 mod access;
 mod expect;
 mod health;
+mod report;
 
 pub use expect::snapshot_path;
-pub use health::{CheckResult, junit, verify_target, verify_target_with, write_failure_bundle};
+pub use health::{CheckResult, VerifyOptions, verify_target, verify_target_with};
+pub use report::{junit, remove_stale_bundle, write_failed_checks, write_failure_bundle};
 
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;

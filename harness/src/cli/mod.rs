@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use crate::Cluster;
 use crate::assets::{KubeVersion, Resolver};
+use crate::check::{VerifyOptions, verify_target_with};
 use crate::provider::{Provider, StartOptions};
 use crate::target::{RunningTarget, Target};
 use anyhow::Context as _;
@@ -111,6 +112,9 @@ enum Command {
         /// (reported as a check, so JUnit shows it).
         #[arg(long, value_name = "SECONDS")]
         budget: Option<f64>,
+        /// Show one line per failed check instead of everything it saw.
+        #[arg(long)]
+        quiet: bool,
         /// Write CRUD answers that differ from (or lack) their snapshot in the target's
         /// `snapshots/` directory, for review (like `cargo insta accept`); those checks pass.
         #[arg(long)]
@@ -172,8 +176,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_on_failure,
             budget,
             update,
+            quiet,
         } => {
-            let options = VerifyOptions {
+            let options = CliVerifyOptions {
+                quiet,
                 update,
                 provider,
                 junit,
@@ -313,7 +319,7 @@ fn target_dirs(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-struct VerifyOptions {
+struct CliVerifyOptions {
     update: bool,
     provider: Provider,
     junit: Option<PathBuf>,
@@ -321,6 +327,7 @@ struct VerifyOptions {
     only: Vec<String>,
     keep_on_failure: bool,
     budget: Option<f64>,
+    quiet: bool,
 }
 
 /// The targets named by `--target` (all when none is named); an unknown name is an error
@@ -340,17 +347,25 @@ fn select_targets(targets: Vec<Target>, only: &[String]) -> anyhow::Result<Vec<T
     Ok(targets.into_iter().filter(|t| only.contains(&t.name)).collect())
 }
 
-fn print_results(target: &str, results: &[crate::check::CheckResult]) {
+/// The table of a target's checks. A failed check shows every line of what it saw (log
+/// tails included), indented under it; with `quiet`, only the first.
+fn print_results(target: &str, results: &[crate::check::CheckResult], quiet: bool) {
     let passed = results.iter().filter(|r| r.passed).count();
     println!("\n{target} — {passed}/{} checks passed", results.len());
     for r in results {
+        let mut lines = r.detail.lines();
         println!(
             "  {} {:<58} {:>7.3}s  {}",
             if r.passed { "PASS" } else { "FAIL" },
             r.check,
             r.duration.as_secs_f64(),
-            r.detail.lines().next().unwrap_or_default()
+            lines.next().unwrap_or_default()
         );
+        if !r.passed && !quiet {
+            for line in lines {
+                println!("         {line}");
+            }
+        }
     }
 }
 
@@ -367,21 +382,9 @@ fn budget_check(cluster: &Cluster, budget: f64) -> crate::check::CheckResult {
     }
 }
 
-/// Write what failed (check, what was seen: the request and its answer for access checks)
-/// into the bundle beside the logs and objects.
-fn write_failed_checks(dir: &std::path::Path, results: &[crate::check::CheckResult]) -> anyhow::Result<()> {
-    let text: String = results
-        .iter()
-        .filter(|r| !r.passed)
-        .map(|r| format!("FAIL {}\n  {}\n", r.check, r.detail.replace('\n', "\n  ")))
-        .collect();
-    let path = dir.join("failed-checks.txt");
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// `verify` over every version asked for (`--k8s-version 1.36.3,1.37.2`): one cluster per
 /// version, the targets on each; check names carry the version when there are several.
-async fn verify(versions: &[KubeVersion], dirs: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<ExitCode> {
+async fn verify(versions: &[KubeVersion], dirs: &[PathBuf], options: &CliVerifyOptions) -> anyhow::Result<ExitCode> {
     let targets = select_targets(load_targets(&target_dirs(dirs)?)?, &options.only)?;
     let mut all = Vec::new();
     for version in versions {
@@ -411,7 +414,7 @@ async fn verify_version(
     version: KubeVersion,
     label: Option<&str>,
     targets: &[Target],
-    options: &VerifyOptions,
+    options: &CliVerifyOptions,
 ) -> anyhow::Result<Vec<crate::check::CheckResult>> {
     let cluster = start(options.provider, version).await?;
     let named = |name: &str| label.map_or_else(|| name.to_owned(), |v| format!("{name}@{v}"));
@@ -419,25 +422,24 @@ async fn verify_version(
     if let Some(budget) = options.budget {
         let mut check = budget_check(&cluster, budget);
         check.target = named(&check.target);
-        print_results(&check.target.clone(), std::slice::from_ref(&check));
+        print_results(&check.target.clone(), std::slice::from_ref(&check), options.quiet);
         all.push(check);
     }
     for target in targets {
         let what = format!("verifying target {} ({})", named(&target.name), target.dir.display());
-        let mut results = crate::progress::step(
-            &what,
-            crate::check::verify_target_with(&cluster, target, options.update),
-        )
-        .await;
+        let dir = options.bundle.join(named(&target.name));
+        let verify_options = VerifyOptions::default().with_update(options.update).with_bundle(&dir);
+        let mut results = crate::progress::step(&what, verify_target_with(&cluster, target, &verify_options)).await;
         for r in &mut results {
             r.target = named(&r.target);
         }
-        print_results(&named(&target.name), &results);
-        if results.iter().any(|r| !r.passed) {
-            let dir = options.bundle.join(named(&target.name));
-            let files = crate::check::write_failure_bundle(&cluster, target, &dir).await?;
-            write_failed_checks(&dir, &results)?;
-            println!("  failure bundle: {} ({} files)", dir.display(), files.len() + 1);
+        print_results(&named(&target.name), &results, options.quiet);
+        if results.iter().any(|r| !r.passed) && dir.join("failed-checks.txt").is_file() {
+            let files = std::fs::read_dir(&dir).map(Iterator::count).unwrap_or_default();
+            println!(
+                "  failure bundle: {} ({files} files, taken before teardown)",
+                dir.display()
+            );
         }
         all.extend(results);
     }

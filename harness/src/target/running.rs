@@ -34,6 +34,9 @@ pub struct RunningTarget {
     pub(super) admin: kube::config::Kubeconfig,
 }
 
+/// How long teardown waits for what it deleted to be gone.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long the cleanup on drop may take.
 const DROP_CLEANUP: Duration = Duration::from_secs(10);
 
@@ -56,7 +59,7 @@ impl Drop for RunningTarget {
                 .map(|rt| {
                     rt.block_on(async {
                         match crate::cluster::kubeconfig::client(admin).await {
-                            Ok(client) => apply::delete_all(&client, &first).await,
+                            Ok(client) => drop(apply::delete_all(&client, &first).await),
                             Err(e) => tracing::warn!(error = %e, "no client to clean up after a dropped target"),
                         }
                     });
@@ -149,18 +152,22 @@ impl RunningTarget {
     /// Remove the target: APIServices first (so discovery stays healthy), then stop the
     /// backend, then delete the other objects in reverse order — except Namespaces, which
     /// nothing would finalize on the local plane (no kube-controller-manager); they are left
-    /// empty and reused by the next bring-up.
+    /// empty and reused by the next bring-up. Then wait (up to a minute) until everything it
+    /// deleted is gone — a CRD in particular, whose name the next target may reuse.
+    ///
+    /// # Errors
+    /// [`Error::WaitTimeout`] naming what is still there.
     pub async fn down(mut self, cluster: &Cluster) -> Result<()> {
         let client = cluster.client().await?;
         let (first, rest): (Vec<Applied>, Vec<Applied>) =
             self.applied.drain(..).partition(|a| a.removal == Removal::First);
-        apply::delete_all(&client, &first).await;
+        let mut deleted = apply::delete_all(&client, &first).await;
         if let Some(backend) = self.backend.take() {
             backend.stop(Duration::from_secs(5));
         }
         let rest: Vec<Applied> = rest.into_iter().filter(|a| a.removal != Removal::Keep).collect();
-        apply::delete_all(&client, &rest).await;
-        Ok(())
+        deleted.extend(apply::delete_all(&client, &rest).await);
+        apply::wait_gone(&client, &deleted, TEARDOWN_TIMEOUT).await
     }
 }
 

@@ -28,20 +28,34 @@ impl Cluster {
     /// [`Error::Load`] / [`Error::Fixture`] naming the file and object, [`Error::WaitTimeout`]
     /// with the last condition, backend start errors with its log tail.
     pub async fn up_target(&self, target: &Target) -> Result<RunningTarget> {
+        match self.up_target_or_keep(target).await {
+            Ok(running) => Ok(running),
+            Err((e, running)) => {
+                // Leave nothing half-applied in a shared cluster: a stale APIService would
+                // break discovery for every other test.
+                if let Err(cleanup) = running.down(self).await {
+                    tracing::warn!(error = %cleanup, "cleaning up after a failed bring-up");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Cluster::up_target`], but a failed bring-up hands back what it applied instead of
+    /// removing it, so the evidence can be collected first (`verify`'s failure bundle); the
+    /// caller takes it down.
+    pub(crate) async fn up_target_or_keep(
+        &self,
+        target: &Target,
+    ) -> std::result::Result<RunningTarget, (Error, RunningTarget)> {
         let started = Instant::now();
-        let client = self.client().await?;
         let work = self.info().run_dir.join("targets").join(&target.name);
-        crate::pki::create_private_dir(&work)?;
-        let (certs, cas) = match &target.spec {
-            Some(spec) => issue_certs(spec, &work.join("certs"))?,
-            None => (BTreeMap::new(), BTreeMap::new()),
-        };
         let mut running = RunningTarget {
             name: target.name.clone(),
             work: work.clone(),
             applied: Vec::new(),
-            certs,
-            cas,
+            certs: BTreeMap::new(),
+            cas: BTreeMap::new(),
             port: None,
             backend: None,
             launch: None,
@@ -49,7 +63,16 @@ impl Cluster {
             etcd: None,
             admin: self.admin_kubeconfig().clone(),
         };
-        match self.bring_up(target, &client, &work, &mut running).await {
+        let brought_up = async {
+            crate::pki::create_private_dir(&work)?;
+            if let Some(spec) = &target.spec {
+                (running.certs, running.cas) = issue_certs(spec, &work.join("certs"))?;
+            }
+            let client = self.client().await?;
+            self.bring_up(target, &client, &work, &mut running).await
+        }
+        .await;
+        match brought_up {
             Ok(()) => {
                 running.timings.total = started.elapsed();
                 Ok(running)
@@ -63,12 +86,7 @@ impl Cluster {
                         source: Box::new(e),
                     },
                 };
-                // Leave nothing half-applied in a shared cluster: a stale APIService would
-                // break discovery for every other test.
-                if let Err(cleanup) = running.down(self).await {
-                    tracing::warn!(error = %cleanup, "cleaning up after a failed bring-up");
-                }
-                Err(e)
+                Err((e, running))
             }
         }
     }
