@@ -151,6 +151,8 @@ async fn samples_crd_is_established_and_its_controller_reconciles(
 #[case::backend_exits("backend-exits", "backend-exits-config")]
 #[case::backend_missing_program("backend-missing-program", "backend-missing-program-config")]
 #[case::backend_hangs("backend-hangs", "backend-hangs-config")]
+#[case::conversion_webhook_down("conversion-webhook-down", "conversion-webhook-down-config")]
+#[case::admission_webhook_refused("admission-webhook-refused", "admission-webhook-refused-config")]
 #[tokio::test]
 async fn a_failed_bring_up_is_reported_and_rolled_back(
     #[future] cluster: &'static Cluster,

@@ -310,6 +310,19 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// A webhook a target declares (CRD conversion, admission) does not answer.
+    #[error("{object}: {what} ({endpoint}) does not answer: {problem}")]
+    DeadReference {
+        /// `Kind/name` of the object that declares it.
+        object: String,
+        /// "conversion webhook", "webhook validate.example.com".
+        what: String,
+        /// Where it points.
+        endpoint: String,
+        /// What was found there.
+        problem: String,
+    },
+
     /// An object that was being waited for was deleted.
     #[error("{what} was deleted while waiting")]
     Vanished {

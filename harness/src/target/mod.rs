@@ -20,6 +20,7 @@ mod backend;
 pub mod expect;
 pub mod load;
 pub mod plan;
+mod references;
 mod running;
 pub mod spec;
 mod up;
@@ -27,7 +28,7 @@ mod up;
 use std::path::{Path, PathBuf};
 
 pub use load::{Document, LoadError, Source};
-pub use plan::{Plan, Planned, Prerequisite};
+pub use plan::{Admission, Plan, Planned, Prerequisite};
 pub use running::{RunningTarget, TargetTimings};
 
 use crate::error::{Error, Result};

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use serde::Serialize;
@@ -77,8 +78,27 @@ impl Prerequisite {
     }
 }
 
+/// An admission webhook configuration of the target.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// A `ValidatingWebhookConfiguration`.
+    Validating(Box<Planned<ValidatingWebhookConfiguration>>),
+    /// A `MutatingWebhookConfiguration`.
+    Mutating(Box<Planned<MutatingWebhookConfiguration>>),
+}
+
+impl Admission {
+    /// The document as loaded.
+    pub fn doc(&self) -> &Document {
+        match self {
+            Self::Validating(p) => &p.doc,
+            Self::Mutating(p) => &p.doc,
+        }
+    }
+}
+
 /// What bring-up applies, in order: prerequisites, then (after the backend is ready) the
-/// APIServices, then the rest.
+/// APIServices, the admission webhook configurations, then the rest.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     /// Namespaces, CRDs, RBAC and ServiceAccounts, Secrets and ConfigMaps, Services — in
@@ -86,6 +106,9 @@ pub struct Plan {
     pub prerequisites: Vec<Prerequisite>,
     /// APIServices; their `caBundle` and port are filled in from the target spec.
     pub api_services: Vec<Planned<APIService>>,
+    /// Validating and mutating webhook configurations: their references are checked to
+    /// answer before they are applied.
+    pub admission: Vec<Admission>,
     /// Everything else (custom resources, workloads), applied last.
     pub rest: Vec<Document>,
 }
@@ -105,6 +128,12 @@ impl Plan {
                     .prerequisites
                     .push(Prerequisite::Crd(Box::new(Planned::parse(doc)?))),
                 "APIService" => plan.api_services.push(Planned::parse(doc)?),
+                "ValidatingWebhookConfiguration" => plan
+                    .admission
+                    .push(Admission::Validating(Box::new(Planned::parse(doc)?))),
+                "MutatingWebhookConfiguration" => {
+                    plan.admission.push(Admission::Mutating(Box::new(Planned::parse(doc)?)))
+                }
                 _ if rank(&doc.kind) < rank("APIService") => plan.prerequisites.push(Prerequisite::Object(doc)),
                 _ => plan.rest.push(doc),
             }
@@ -126,6 +155,7 @@ impl Plan {
             .iter()
             .map(Prerequisite::doc)
             .chain(self.api_services.iter().map(|a| &a.doc))
+            .chain(self.admission.iter().map(Admission::doc))
             .chain(&self.rest)
     }
 

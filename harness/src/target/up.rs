@@ -186,6 +186,14 @@ impl Cluster {
         }
         running.timings.apiservices_available = available_started.elapsed();
 
+        // What the target declares must answer before anything relies on it.
+        super::references::check(self, client, plan).await?;
+        for admission in &plan.admission {
+            let doc = admission.doc();
+            running
+                .applied
+                .push(apply::apply_one(client, doc, patience_for(doc)).await?);
+        }
         for doc in &plan.rest {
             running
                 .applied
