@@ -6,26 +6,19 @@ use kube_harness::Target;
 
 mod common;
 
-/// A copy of the samples target under another name, inside the workspace (its controller is
-/// a cargo package of this workspace).
+/// A copy of the samples target under another name.
 fn samples_named(name: &str) -> anyhow::Result<Target> {
-    let dir =
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("shared-crds-{}/{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    for entry in std::fs::read_dir(common::target_dir("samples"))? {
-        let path = entry?.path();
-        if path.is_file()
-            && let Some(file) = path.file_name()
-        {
-            std::fs::copy(&path, dir.join(file))?;
+    let renamed = |file: &str, text: String| {
+        if file == "target.yaml" {
+            text.replace("metadata:\n  name: samples\n", &format!("metadata:\n  name: {name}\n"))
+        } else {
+            text
         }
-    }
-    let spec = std::fs::read_to_string(dir.join("target.yaml"))?;
-    let renamed = spec.replace("metadata:\n  name: samples\n", &format!("metadata:\n  name: {name}\n"));
-    anyhow::ensure!(renamed != spec, "samples/target.yaml changed shape");
-    std::fs::write(dir.join("target.yaml"), renamed)?;
-    Ok(Target::load(&dir)?)
+    };
+    let dir = common::copy_target("samples", name, renamed)?;
+    let target = Target::load(&dir)?;
+    anyhow::ensure!(target.name == name, "samples/target.yaml changed shape");
+    Ok(target)
 }
 
 #[tokio::test]
@@ -39,8 +32,8 @@ async fn targets_sharing_a_crd_pass_back_to_back() -> anyhow::Result<()> {
             assert!(failed.is_empty(), "round {round}, {}: {failed:#?}", target.name);
         }
     }
-    if let Some(dir) = targets[0].dir.parent() {
-        std::fs::remove_dir_all(dir)?;
+    for target in &targets {
+        std::fs::remove_dir_all(&target.dir)?;
     }
     Ok(())
 }

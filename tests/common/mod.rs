@@ -41,3 +41,32 @@ pub fn target_dir(name: &str) -> std::path::PathBuf {
         .join("fixtures/targets")
         .join(name)
 }
+
+/// A copy of a shipped target's files in a fresh directory inside the workspace (cargo
+/// backends build from the workspace around their target), for broken copies and renames.
+/// `edit` gets each file's name and text and returns the text to write.
+pub fn copy_target(
+    name: &str,
+    copy: &str,
+    edit: impl Fn(&str, String) -> String,
+) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("targets-{}", std::process::id()))
+        .join(copy);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("snapshots"))?;
+    for sub in ["", "snapshots"] {
+        let from = target_dir(name).join(sub);
+        let Ok(entries) = std::fs::read_dir(&from) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if let (true, Some(file)) = (path.is_file(), path.file_name().and_then(|f| f.to_str())) {
+                let text = std::fs::read_to_string(&path)?;
+                std::fs::write(dir.join(sub).join(file), edit(file, text))?;
+            }
+        }
+    }
+    Ok(dir)
+}

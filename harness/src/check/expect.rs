@@ -43,6 +43,12 @@ pub(crate) async fn run(
         let outcome = super::access::check_access(cluster, access, rbac_deadline.saturating_duration_since(t)).await;
         rec.record(format!("access: {}", access.describe()), t, outcome);
     }
+    for rule in &expectations.requests {
+        let t = Instant::now();
+        let patience = rbac_deadline.saturating_duration_since(t);
+        let outcome = super::requests::check_request(cluster, &target.dir, rule, patience, update).await;
+        rec.record(rule.describe(), t, outcome);
+    }
     let client = match cluster.client().await {
         Ok(c) => c,
         Err(e) => {
@@ -75,16 +81,21 @@ pub(crate) async fn run(
 
 async fn crud(client: &Client, dir: &Path, object: &Value, update: bool) -> std::result::Result<String, String> {
     let record = round_trip(client, object).await.map_err(|e| e.to_string())?;
-    let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())? + "\n";
-    let path = snapshot_path(dir, object);
-    let stored = std::fs::read_to_string(&path).ok();
+    compare_snapshot(&snapshot_path(dir, object), &record, update)
+}
+
+/// Compare `answer` (pretty JSON) with the snapshot at `path`: the same passes; missing or
+/// different fails saying how to accept it, or, with `update`, is written for review.
+pub(super) fn compare_snapshot(path: &Path, answer: &Value, update: bool) -> std::result::Result<String, String> {
+    let text = serde_json::to_string_pretty(answer).map_err(|e| e.to_string())? + "\n";
+    let stored = std::fs::read_to_string(path).ok();
     match stored {
         Some(old) if old == text => Ok(format!("same as {}", path.display())),
         _ if update => {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
             }
-            std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(format!("wrote {} (review it, then commit)", path.display()))
         }
         None => Err(format!(

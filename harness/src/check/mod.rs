@@ -6,6 +6,7 @@ mod access;
 mod expect;
 mod health;
 mod report;
+mod requests;
 
 pub use expect::snapshot_path;
 pub use health::{CheckResult, VerifyOptions, verify_target, verify_target_with};
