@@ -161,7 +161,7 @@ fn a_huge_fixture_file_is_refused_by_size() -> anyhow::Result<()> {
     let err = load::load(&[&dir]).err().map(|e| e.to_string()).unwrap_or_default();
     std::fs::remove_dir_all(&dir)?;
     assert!(
-        err.contains("huge.yaml") && err.contains("fixtures are limited to 4194304 bytes"),
+        err.contains("huge.yaml") && err.contains("fixtures are limited to 33554432 bytes"),
         "{err}"
     );
     Ok(())

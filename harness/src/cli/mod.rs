@@ -290,35 +290,6 @@ async fn start(provider: Provider, version: KubeVersion) -> anyhow::Result<Clust
     Ok(cluster)
 }
 
-/// A directory holding fixture files is a target; otherwise each subdirectory is one.
-fn target_dirs(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for dir in dirs {
-        let has_files = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .flatten()
-            .any(|e| {
-                e.path().is_file()
-                    && e.path()
-                        .extension()
-                        .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-            });
-        if has_files {
-            out.push(dir.clone());
-        } else {
-            let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect();
-            subdirs.sort();
-            out.extend(subdirs);
-        }
-    }
-    anyhow::ensure!(!out.is_empty(), "no target directories under {dirs:?}");
-    Ok(out)
-}
-
 struct CliVerifyOptions {
     update: bool,
     provider: Provider,
@@ -385,7 +356,7 @@ fn budget_check(cluster: &Cluster, budget: f64) -> crate::check::CheckResult {
 /// `verify` over every version asked for (`--k8s-version 1.36.3,1.37.2`): one cluster per
 /// version, the targets on each; check names carry the version when there are several.
 async fn verify(versions: &[KubeVersion], dirs: &[PathBuf], options: &CliVerifyOptions) -> anyhow::Result<ExitCode> {
-    let targets = select_targets(load_targets(&target_dirs(dirs)?)?, &options.only)?;
+    let targets = select_targets(load_targets(dirs)?, &options.only)?;
     let mut all = Vec::new();
     for version in versions {
         let label = (versions.len() > 1).then(|| version.to_string());
@@ -490,8 +461,12 @@ async fn tear_down(cluster: Cluster, targets: Vec<RunningTarget>, kubeconfig: Op
     }
 }
 
-/// Load and check every target directory before anything starts, so a typo costs no cluster.
+/// Load and check every target `dirs` name (a directory of targets means each of them, the
+/// same for every command: [`crate::target::sources::target_dirs`]) before anything starts,
+/// so a typo costs no cluster.
 fn load_targets(dirs: &[PathBuf]) -> anyhow::Result<Vec<Target>> {
+    let dirs = crate::target::sources::target_dirs(dirs)?;
+    anyhow::ensure!(!dirs.is_empty(), "no target directories given");
     Ok(dirs.iter().map(Target::load).collect::<Result<Vec<_>, _>>()?)
 }
 

@@ -22,6 +22,7 @@ pub mod load;
 pub mod plan;
 mod references;
 mod running;
+pub mod sources;
 pub mod spec;
 mod up;
 
@@ -58,7 +59,7 @@ impl Target {
     /// [`Error::Load`] for unreadable or malformed files, duplicate objects, bad specs.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_owned();
-        let docs = load::load(&[&dir])?;
+        let docs = load::load_with(&dir, &excludes_of(&dir)?)?;
         let (harness_docs, objects): (Vec<Document>, Vec<Document>) =
             docs.into_iter().partition(|d| d.api_version == SPEC_API_VERSION);
         let (expectation_docs, specs): (Vec<Document>, Vec<Document>) =
@@ -115,6 +116,48 @@ impl Target {
         self.extra_backend_args.extend(args.into_iter().map(Into::into));
         self
     }
+}
+
+/// The `spec.exclude` globs of `dir/target.yaml`, read before anything else is.
+fn excludes_of(dir: &Path) -> Result<sources::Excludes> {
+    let spec_file = dir.join("target.yaml");
+    if !spec_file.is_file() {
+        return Ok(sources::Excludes::default());
+    }
+    let text = std::fs::read_to_string(&spec_file).map_err(|source| {
+        Error::Load(LoadError::Read {
+            path: spec_file.clone(),
+            source,
+        })
+    })?;
+    let docs = load::parse_documents(&spec_file, &text)?;
+    let Some(doc) = docs
+        .iter()
+        .find(|d| d.api_version == SPEC_API_VERSION && d.kind == "Target")
+    else {
+        return Ok(sources::Excludes::default());
+    };
+    let patterns: Vec<String> = match doc.value.pointer("/spec/exclude") {
+        None => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str().map(str::to_owned).ok_or_else(|| {
+                    Error::Load(LoadError::Invalid {
+                        doc: doc.source.clone(),
+                        problem: format!("spec.exclude holds {i}, not a glob string"),
+                    })
+                })
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => {
+            return Err(Error::Load(LoadError::Invalid {
+                doc: doc.source.clone(),
+                problem: format!("spec.exclude must be a list of glob strings, not {other}"),
+            }));
+        }
+    };
+    Ok(sources::Excludes::new(dir, &patterns, &doc.source)?)
 }
 
 /// Every APIService with `spec.service` must point at a Service among the objects (else the
