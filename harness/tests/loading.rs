@@ -146,7 +146,7 @@ fn every_command_agrees_on_which_directories_are_targets() -> anyhow::Result<()>
         "rbac/b.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, namespace: default}\n",
     )?;
-    assert_eq!(target_dirs(std::slice::from_ref(&dir))?, [dir.clone()]);
+    assert_eq!(target_dirs(std::slice::from_ref(&dir))?, std::slice::from_ref(&dir));
     let target = Target::load(&dir)?;
     assert_eq!(target.plan.documents().count(), 2);
     std::fs::remove_dir_all(&dir)?;
