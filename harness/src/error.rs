@@ -323,6 +323,25 @@ pub enum Error {
         problem: String,
     },
 
+    /// The TokenRequest API answered without a token.
+    #[error("the TokenRequest for ServiceAccount {service_account} returned no token")]
+    NoToken {
+        /// `namespace/name`.
+        service_account: String,
+    },
+
+    /// A backend failed to start, and its log says its identity lacks a permission.
+    #[error("{source}\nThe backend's identity lacks a permission; its log says:\n  {line}\n{hint}")]
+    BackendForbidden {
+        /// The start error (with the log tail).
+        #[source]
+        source: Box<Error>,
+        /// The `… is forbidden: User … cannot …` line.
+        line: String,
+        /// Which binding usually grants it.
+        hint: String,
+    },
+
     /// An object that was being waited for was deleted.
     #[error("{what} was deleted while waiting")]
     Vanished {

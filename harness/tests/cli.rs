@@ -429,8 +429,9 @@ async fn up_on_an_existing_cluster_serves_a_target_and_leaves_the_cluster() -> a
     Ok(())
 }
 
-/// A server that answers 500 to a user RBAC allows (what one whose identity lacks
-/// `system:auth-delegator` does) fails `verify`: a server error is neither allowed nor denied.
+/// A server that answers 500 to a user RBAC allows — what requests-apiserver does once its
+/// ServiceAccount loses its `system:auth-delegator` binding — fails `verify`: a server error
+/// is neither allowed nor denied, and the message names the binding.
 /// The failure bundle is taken before teardown, and a later passing run removes it.
 #[test]
 fn verify_fails_an_access_rule_answered_with_a_server_error() -> anyhow::Result<()> {
@@ -442,13 +443,14 @@ fn verify_fails_an_access_rule_answered_with_a_server_error() -> anyhow::Result<
     let dir = work.join("requests");
     let _ = std::fs::remove_dir_all(&work);
     copy_dir(&root.join("fixtures/targets/requests"), &dir)?;
-    let spec = std::fs::read_to_string(dir.join("target.yaml"))?;
-    let broken = spec.replace(
-        "      - --kubeconfig={{kubeconfig}}\n",
-        "      - --kubeconfig={{kubeconfig}}\n      - --authorization-error\n",
-    );
-    assert_ne!(spec, broken, "target.yaml changed shape");
-    std::fs::write(dir.join("target.yaml"), broken)?;
+    // The real fault: the server's ServiceAccount lost its system:auth-delegator binding.
+    let rbac = std::fs::read_to_string(dir.join("rbac.yaml"))?;
+    let broken: Vec<&str> = rbac
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("name: \"system:auth-delegator\""))
+        .collect();
+    assert_eq!(broken.len(), 2, "rbac.yaml changed shape");
+    std::fs::write(dir.join("rbac.yaml"), broken.join("\n---\n"))?;
     let bundle = work.join("bundles");
     let out = Command::new(BIN)
         .current_dir(&root)
@@ -472,12 +474,16 @@ fn verify_fails_an_access_rule_answered_with_a_server_error() -> anyhow::Result<
         failed.contains("a server error is neither allowed nor denied"),
         "{failed}"
     );
+    assert!(
+        failed.contains("The server's own identity lacks a permission. It usually comes from a ClusterRoleBinding to the ClusterRole system:auth-delegator"),
+        "{failed}"
+    );
     // The bundle was taken at the failure, before teardown: the target's APIService is in it.
     let apiservices = std::fs::read_to_string(bundle.join("requests/apiservices.json"))?;
     assert!(apiservices.contains("\"v1beta1.k8s.wujiuye.com\""), "{apiservices}");
 
     // Fixed, the target passes, and the stale bundle of the failed run is removed.
-    std::fs::write(dir.join("target.yaml"), spec)?;
+    std::fs::write(dir.join("rbac.yaml"), rbac)?;
     let out = Command::new(BIN)
         .current_dir(&root)
         .arg("verify")
@@ -487,6 +493,62 @@ fn verify_fails_an_access_rule_answered_with_a_server_error() -> anyhow::Result<
         .output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(!bundle.join("requests").exists(), "the stale bundle is still there");
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// A run directory kept with `KUBE_HARNESS_KEEP=1` survives the next run's stale sweep (it
+/// did not: the next process deleted it, even another KEEP run's).
+#[test]
+fn a_kept_run_directory_survives_the_next_run() -> anyhow::Result<()> {
+    let root = std::env::temp_dir().join(format!("kh-keep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let run = |keep: bool| -> anyhow::Result<()> {
+        let mut command = Command::new(BIN);
+        command.args(["exec", "--", "true"]).env("KUBE_HARNESS_RUN_ROOT", &root);
+        if keep {
+            command.env("KUBE_HARNESS_KEEP", "1");
+        } else {
+            command.env_remove("KUBE_HARNESS_KEEP");
+        }
+        let out = command.output()?;
+        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    run(true)?;
+    let kept: Vec<_> = std::fs::read_dir(&root)?.flatten().map(|e| e.path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    run(false)?;
+    assert!(kept[0].join("kube-apiserver.log").is_file(), "{:?} was swept", kept[0]);
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+/// `program: ./run.sh` works with the target directory given relative to the current
+/// directory (it was joined relatively and then not found from the backend's run directory).
+#[test]
+fn a_relative_program_works_from_a_relative_target_directory() -> anyhow::Result<()> {
+    let work = std::env::temp_dir().join(format!("kh-relative-{}", std::process::id()));
+    let target = work.join("targets/rel");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&target)?;
+    std::fs::write(
+        target.join("target.yaml"),
+        "apiVersion: kube-harness.dev/v1alpha1\nkind: Target\nmetadata:\n  name: rel\nspec:\n  backend:\n    \
+         program: ./run.sh\n    readinessLog: relative-backend-ready\n",
+    )?;
+    std::fs::write(
+        target.join("objects.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: rel-marker, namespace: default}\n",
+    )?;
+    let script = target.join("run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho relative-backend-ready\nexec sleep 600\n")?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let out = Command::new(BIN)
+        .current_dir(&work)
+        .args(["exec", "--fixtures", "targets/rel", "--", "true"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_dir_all(&work)?;
     Ok(())
 }
@@ -598,7 +660,10 @@ fn verify_update_writes_snapshots_a_second_run_accepts_and_missing_rbac_is_named
         failed.trim().lines().collect::<Vec<_>>(),
         [
             "access: requests-viewer list k8s.wujiuye.com/v1beta1 requests in requests-system",
-            "access: requests-viewer get k8s.wujiuye.com/v1beta1 requests/nginx in requests-system"
+            "access: requests-viewer get k8s.wujiuye.com/v1beta1 requests/nginx in requests-system",
+            // Its denial must come from the backend; without the binding kube-apiserver's RBAC
+            // answers first, with other words.
+            "request: the backend itself refuses a reserved object to a user RBAC lets read it as requests-viewer"
         ],
         "{failed}"
     );

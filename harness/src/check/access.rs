@@ -84,15 +84,22 @@ pub(super) async fn check_access(
                 "expected allowed, but {layer} denied it: {seen}: 403 Forbidden: {message}"
             ))
         }
-        (Answer::Other { code, reason, message }, expected) => Err(format!(
-            "expected {}, but {seen} answered {code} {reason}: {message}{}",
-            if expected { "allowed (2xx)" } else { "403 Forbidden" },
-            if code >= 500 {
-                " (a server error is neither allowed nor denied)"
-            } else {
-                ""
-            }
-        )),
+        (Answer::Other { code, reason, message }, expected) => {
+            // A server whose own identity lacks a permission answers 500 with kube-apiserver's
+            // "… is forbidden" in its message: say which binding usually grants it.
+            let hint = crate::target::identity::forbidden_in(&message)
+                .map(|(_, hint)| format!("\nThe server's own identity lacks a permission. {hint}"))
+                .unwrap_or_default();
+            Err(format!(
+                "expected {}, but {seen} answered {code} {reason}: {message}{}{hint}",
+                if expected { "allowed (2xx)" } else { "403 Forbidden" },
+                if code >= 500 {
+                    " (a server error is neither allowed nor denied)"
+                } else {
+                    ""
+                }
+            ))
+        }
         (Answer::Transport(e), expected) => Err(format!(
             "expected {}, but {seen} got no answer: {e}",
             if expected { "allowed (2xx)" } else { "403 Forbidden" }

@@ -144,10 +144,26 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kube-harness: error: {e:#}");
+            eprintln!("kube-harness: error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each cause shown once: the library's messages already carry
+/// their causes' words, so a cause whose text the message before it holds is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -357,6 +373,7 @@ fn budget_check(cluster: &Cluster, budget: f64) -> crate::check::CheckResult {
 /// version, the targets on each; check names carry the version when there are several.
 async fn verify(versions: &[KubeVersion], dirs: &[PathBuf], options: &CliVerifyOptions) -> anyhow::Result<ExitCode> {
     let targets = select_targets(load_targets(dirs)?, &options.only)?;
+    anyhow::ensure!(!targets.is_empty(), "no target directories under {dirs:?}");
     let mut all = Vec::new();
     for version in versions {
         let label = (versions.len() > 1).then(|| version.to_string());
@@ -466,7 +483,6 @@ async fn tear_down(cluster: Cluster, targets: Vec<RunningTarget>, kubeconfig: Op
 /// so a typo costs no cluster.
 fn load_targets(dirs: &[PathBuf]) -> anyhow::Result<Vec<Target>> {
     let dirs = crate::target::sources::target_dirs(dirs)?;
-    anyhow::ensure!(!dirs.is_empty(), "no target directories given");
     Ok(dirs.iter().map(Target::load).collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -485,7 +501,8 @@ async fn up_targets(cluster: &Cluster, loaded: &[Target]) -> anyhow::Result<Vec<
             }
             Err(e) => {
                 down_targets(cluster, running).await;
-                return Err(anyhow::Error::new(e).context(format!("target {}", target.name)));
+                // The error names the target itself.
+                return Err(anyhow::Error::new(e));
             }
         }
     }

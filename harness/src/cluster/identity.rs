@@ -84,31 +84,7 @@ impl Cluster {
     /// # Errors
     /// [`Error::Kube`], or [`Error::Fixture`] if the API returned no token.
     pub async fn service_account_token(&self, namespace: &str, name: &str, expiration_seconds: i64) -> Result<String> {
-        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-        use k8s_openapi::api::core::v1::ServiceAccount;
-        let sas = kube::Api::<ServiceAccount>::namespaced(self.client().await?, namespace);
-        if sas.get_opt(name).await?.is_none() {
-            let sa = ServiceAccount {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(name.to_owned()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            sas.create(&kube::api::PostParams::default(), &sa).await?;
-        }
-        let request = TokenRequest {
-            spec: Some(TokenRequestSpec {
-                expiration_seconds: Some(expiration_seconds),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        sas.create_token_request(name, &kube::api::PostParams::default(), &request)
-            .await?
-            .status
-            .and_then(|s| s.token)
-            .ok_or_else(|| Error::Fixture(format!("TokenRequest for {namespace}/{name} returned no token")))
+        service_account_token(&self.client().await?, namespace, name, expiration_seconds).await
     }
 
     /// A client that authenticates with a bearer token (a ServiceAccount token from
@@ -161,4 +137,41 @@ impl Cluster {
             .build()
             .map_err(|e| Error::Client(Box::new(e)))
     }
+}
+
+/// [`Cluster::service_account_token`] with a client of one's own (a task that outlives the
+/// borrow of the cluster renews tokens with it).
+pub(crate) async fn service_account_token(
+    admin: &kube::Client,
+    namespace: &str,
+    name: &str,
+    expiration_seconds: i64,
+) -> Result<String> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas = kube::Api::<ServiceAccount>::namespaced(admin.clone(), namespace);
+    if sas.get_opt(name).await?.is_none() {
+        let sa = ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        sas.create(&kube::api::PostParams::default(), &sa).await?;
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(expiration_seconds),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    sas.create_token_request(name, &kube::api::PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| Error::NoToken {
+            service_account: format!("{namespace}/{name}"),
+        })
 }

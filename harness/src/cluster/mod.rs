@@ -11,7 +11,7 @@
 //! ```
 
 mod handle;
-mod identity;
+pub(crate) mod identity;
 pub(crate) mod kubeconfig;
 
 use std::ffi::OsString;

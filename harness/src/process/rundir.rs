@@ -40,7 +40,12 @@ impl RunDir {
             std::fs::remove_dir_all(&path).map_err(Error::io("remove stale directory", &path))?;
         }
         create_private_dir(&path)?;
-        if !keep_requested() {
+        if keep_requested() {
+            // Kept for debugging: the next run's sweep must leave it too.
+            let marker = path.join(KEPT_MARKER);
+            std::fs::write(&marker, "KUBE_HARNESS_KEEP=1: kept on purpose; remove it by hand\n")
+                .map_err(Error::io("write", &marker))?;
+        } else {
             super::reaper::register(&path);
         }
         Ok(Self { path })
@@ -70,7 +75,11 @@ fn keep_requested() -> bool {
     std::env::var_os("KUBE_HARNESS_KEEP").is_some_and(|v| v == "1")
 }
 
-/// Remove directories whose owner process (the pid in the name) is gone.
+/// The file that marks a run directory kept with `KUBE_HARNESS_KEEP=1`.
+const KEPT_MARKER: &str = ".kept";
+
+/// Remove directories whose owner process (the pid in the name) is gone, except those kept
+/// on purpose (`KUBE_HARNESS_KEEP=1` when they were made).
 fn sweep_stale(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
@@ -81,7 +90,7 @@ fn sweep_stale(root: &Path) {
             continue;
         };
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        if !alive {
+        if !alive && !entry.path().join(KEPT_MARKER).exists() {
             tracing::info!(path = ?entry.path(), "removing run directory left by a dead process");
             let _ = std::fs::remove_dir_all(entry.path());
         }

@@ -6,12 +6,26 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::identity::{BackendIdentity, backend_identity, diagnose};
 use super::{Target, spec};
 use crate::Cluster;
 use crate::error::{Error, Result};
 use crate::pki::KeyedCert;
 use crate::process::{Child, ChildSpec, free_port, probe_client};
 use crate::wait::Readiness;
+
+/// A backend that is up.
+#[derive(Debug)]
+pub(super) struct StartedBackend {
+    pub child: Child,
+    pub port: u16,
+    /// From spawn to ready.
+    pub ready_after: Duration,
+    /// How it was started (a restart reuses it).
+    pub launch: ChildSpec,
+    /// Its own identity, when the target names a ServiceAccount.
+    pub identity: Option<BackendIdentity>,
+}
 
 impl Cluster {
     pub(super) async fn start_backend(
@@ -21,7 +35,7 @@ impl Cluster {
         certs: &BTreeMap<String, KeyedCert>,
         work: &Path,
         etcd_url: &str,
-    ) -> Result<(Child, u16, Duration, ChildSpec)> {
+    ) -> Result<StartedBackend> {
         let program = if let Some(module) = &backend.go_module {
             let version = backend
                 .go_version
@@ -35,7 +49,13 @@ impl Cluster {
             crate::process::blocking("backend build", move || cargo_binary(&dir, &package)).await?
         } else {
             match &backend.program {
-                Some(p) if p.contains('/') => target.dir.join(p),
+                // Relative to the target directory — made absolute, since the backend runs in
+                // its run directory, not where the harness was started.
+                Some(p) if p.contains('/') => std::path::absolute(target.dir.join(p)).map_err(|source| Error::Io {
+                    action: "resolve the backend program",
+                    path: target.dir.join(p),
+                    source,
+                })?,
                 Some(p) => PathBuf::from(p),
                 None => {
                     return Err(Error::Fixture(format!(
@@ -54,6 +74,21 @@ impl Cluster {
             self.kubeconfig_path().to_string_lossy().into_owned(),
         );
         vars.insert("server".to_owned(), self.server_url().to_owned());
+        vars.insert(
+            "kubectl".to_owned(),
+            self.assets().kubectl().to_string_lossy().into_owned(),
+        );
+        let identity = match &backend.service_account {
+            Some(sa) => {
+                let identity = backend_identity(self, sa, work).await?;
+                vars.insert(
+                    "backendKubeconfig".to_owned(),
+                    identity.kubeconfig.to_string_lossy().into_owned(),
+                );
+                Some(identity)
+            }
+            None => None,
+        };
         vars.insert("runDir".to_owned(), work.to_string_lossy().into_owned());
         for name in certs.keys() {
             for ext in ["crt", "key"] {
@@ -67,11 +102,20 @@ impl Cluster {
             .chain(&target.extra_backend_args)
             .map(|a| expand(a, &vars).map(OsString::from))
             .collect::<Result<Vec<_>>>()?;
-        let env = backend
+        let mut env = backend
             .env
             .iter()
             .map(|(name, value)| Ok((OsString::from(name), OsString::from(expand(value, &vars)?))))
             .collect::<Result<Vec<_>>>()?;
+        // The harness's binaries (kubectl first) come first on the backend's PATH, unless its
+        // spec sets PATH itself.
+        if !backend.env.contains_key("PATH") {
+            let mut paths = vec![self.assets().dir().to_owned()];
+            paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+            let joined =
+                std::env::join_paths(paths).map_err(|e| Error::Fixture(format!("PATH for the backend: {e}")))?;
+            env.push((OsString::from("PATH"), joined));
+        }
         let readiness = match &backend.readiness_log {
             Some(needle) => Readiness::Log(needle.clone()),
             None => {
@@ -105,8 +149,16 @@ impl Cluster {
         };
         let spawned = Instant::now();
         let timeout = Duration::from_secs(backend.start_timeout_seconds.unwrap_or(60));
-        let child = Child::start(&launch, timeout).await?;
-        Ok((child, port, spawned.elapsed(), launch))
+        let child = Child::start(&launch, timeout)
+            .await
+            .map_err(|e| diagnose(e, &launch.log))?;
+        Ok(StartedBackend {
+            child,
+            port,
+            ready_after: spawned.elapsed(),
+            launch,
+            identity,
+        })
     }
 }
 

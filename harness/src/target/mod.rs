@@ -18,6 +18,7 @@
 pub mod apply;
 mod backend;
 pub mod expect;
+pub(crate) mod identity;
 pub mod load;
 pub mod plan;
 mod references;

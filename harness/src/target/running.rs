@@ -30,6 +30,8 @@ pub struct RunningTarget {
     pub(super) timings: TargetTimings,
     /// A private etcd for the backend, on clusters whose etcd the harness cannot reach.
     pub(super) etcd: Option<(Child, String)>,
+    /// The backend's own identity (its token renewed while this lives).
+    pub(super) identity: Option<super::identity::BackendIdentity>,
     /// The admin kubeconfig, for the best-effort cleanup on drop.
     pub(super) admin: kube::config::Kubeconfig,
 }

@@ -61,6 +61,7 @@ impl Cluster {
             launch: None,
             timings: TargetTimings::default(),
             etcd: None,
+            identity: None,
             admin: self.admin_kubeconfig().clone(),
         };
         let brought_up = async {
@@ -141,13 +142,14 @@ impl Cluster {
                 .etcd
                 .as_ref()
                 .map_or_else(|| self.info().etcd_url.clone(), |(_, url)| url.clone());
-            let (child, port, ready_after, launch) = self
+            let started = self
                 .start_backend(target, backend, &running.certs, work, &etcd_url)
                 .await?;
-            running.launch = Some(launch);
-            running.backend = Some(child);
-            running.port = Some(port);
-            running.timings.backend_ready = ready_after;
+            running.launch = Some(started.launch);
+            running.backend = Some(started.child);
+            running.port = Some(started.port);
+            running.identity = started.identity;
+            running.timings.backend_ready = started.ready_after;
         }
 
         let available_started = Instant::now();

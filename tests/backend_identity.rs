@@ -1,0 +1,91 @@
+//! wardle runs as its own ServiceAccount with the RBAC sample-apiserver ships; a copy missing
+//! any one of those bindings fails, and the failure names the permission and the binding that
+//! usually grants it — in the check's own message, not only in the bundle.
+
+use kube_harness::Target;
+use kube_harness::check::verify_target;
+
+mod common;
+
+/// A wardle copy without the rbac.yaml document that names `binding`; with `timeout`, the
+/// backend's start timeout in seconds.
+fn wardle_without(binding: &str, timeout: Option<u64>) -> anyhow::Result<Target> {
+    let edit = |file: &str, text: String| match file {
+        "rbac.yaml" => text
+            .split("\n---\n")
+            .filter(|doc| !doc.contains(&format!("name: {binding}")))
+            .collect::<Vec<_>>()
+            .join("\n---\n"),
+        "target.yaml" => match timeout {
+            Some(t) => text.replace(
+                "    serviceAccount: wardle/apiserver\n",
+                &format!("    serviceAccount: wardle/apiserver\n    startTimeoutSeconds: {t}\n"),
+            ),
+            None => text,
+        },
+        _ => text,
+    };
+    let label = binding.trim_matches('"').replace(':', "-");
+    let dir = common::copy_target("wardle", &format!("wardle-without-{label}"), edit)?;
+    let rbac = std::fs::read_to_string(dir.join("rbac.yaml"))?;
+    anyhow::ensure!(!rbac.contains(&format!("name: {binding}")), "rbac.yaml changed shape");
+    Ok(Target::load(&dir)?)
+}
+
+/// Verify `target` on a cluster of its own: the copies share cluster-scoped names (APIServices,
+/// ClusterRoleBindings), so they must not meet.
+async fn failures(target: &Target) -> anyhow::Result<Vec<(String, String)>> {
+    let cluster = kube_harness::ControlPlane::builder().start().await?;
+    let results = verify_target(&cluster, target).await;
+    std::fs::remove_dir_all(&target.dir)?;
+    Ok(results
+        .into_iter()
+        .filter(|r| !r.passed)
+        .map(|r| (r.check, r.detail))
+        .collect())
+}
+
+#[tokio::test]
+async fn without_the_auth_reader_binding_bring_up_names_it() -> anyhow::Result<()> {
+    let failed = failures(&wardle_without("wardle-auth-reader", Some(20))?).await?;
+    let (check, detail) = failed.first().cloned().unwrap_or_default();
+    assert_eq!(check, "bring up", "{failed:#?}");
+    assert!(
+        detail.contains("The backend's identity lacks a permission")
+            && detail.contains("configmaps \"extension-apiserver-authentication\" is forbidden: User \"system:serviceaccount:wardle:apiserver\"")
+            && detail.contains("Role extension-apiserver-authentication-reader"),
+        "{detail}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_the_auth_delegator_binding_an_allowed_user_gets_a_named_500() -> anyhow::Result<()> {
+    let failed = failures(&wardle_without("\"wardle:system:auth-delegator\"", None)?).await?;
+    let access = failed
+        .iter()
+        .find(|(check, _)| check == "access: flunder-reader list wardle.example.com/v1alpha1 flunders in wardle");
+    let (_, detail) = access.cloned().unwrap_or_default();
+    assert!(
+        detail.contains("answered 500")
+            && detail.contains("subjectaccessreviews.authorization.k8s.io is forbidden")
+            && detail.contains("ClusterRole system:auth-delegator"),
+        "{failed:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_read_access_the_timeout_names_the_forbidden_list() -> anyhow::Result<()> {
+    let failed = failures(&wardle_without("sample-apiserver-clusterrolebinding", Some(10))?).await?;
+    let (check, detail) = failed.first().cloned().unwrap_or_default();
+    assert_eq!(check, "bring up", "{failed:#?}");
+    assert!(
+        detail.contains("backend not ready after 10s")
+            && detail.contains("The backend's identity lacks a permission")
+            && detail.contains("is forbidden: User \"system:serviceaccount:wardle:apiserver\" cannot list resource")
+            && detail.contains("Grant it with a Role or ClusterRole allowing list on"),
+        "{detail}"
+    );
+    Ok(())
+}
