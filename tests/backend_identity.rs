@@ -89,3 +89,29 @@ async fn without_read_access_the_timeout_names_the_forbidden_list() -> anyhow::R
     );
     Ok(())
 }
+
+/// metrics-server's /readyz needs scraped metrics, which a plane without kubelets never has:
+/// with the default readiness the timeout says to use /livez (as the shipped target does).
+#[tokio::test]
+async fn a_readyz_that_never_passes_suggests_livez() -> anyhow::Result<()> {
+    let edit = |file: &str, text: String| {
+        if file == "target.yaml" {
+            text.replace("    readinessPath: /livez\n", "    startTimeoutSeconds: 10\n")
+        } else {
+            text
+        }
+    };
+    let dir = common::copy_target("metrics", "metrics-readyz", edit)?;
+    anyhow::ensure!(
+        !std::fs::read_to_string(dir.join("target.yaml"))?.contains("readinessPath: /livez"),
+        "metrics/target.yaml changed shape"
+    );
+    let failed = failures(&Target::load(&dir)?).await?;
+    let (check, detail) = failed.first().cloned().unwrap_or_default();
+    assert_eq!(check, "bring up", "{failed:#?}");
+    assert!(
+        detail.contains("backend not ready after 10s") && detail.contains("set `readinessPath: /livez`"),
+        "{detail}"
+    );
+    Ok(())
+}

@@ -39,9 +39,9 @@ pub enum Error {
     },
 
     /// `go build` (or another build step) failed.
-    #[error("building {what} failed ({status}); the last lines of its output:\n{tail}\nfull log: {log:?}")]
+    #[error("{what} failed ({status}); the last lines of its output:\n{tail}\nfull log: {log:?}")]
     Build {
-        /// What was being built.
+        /// What was being built ("building kube-apiserver v1.37.2 …").
         what: String,
         /// Exit status.
         status: String,
@@ -339,6 +339,16 @@ pub enum Error {
         /// The `… is forbidden: User … cannot …` line.
         line: String,
         /// Which binding usually grants it.
+        hint: String,
+    },
+
+    /// A backend's readiness check answered but never passed.
+    #[error("{source}\n{hint}")]
+    BackendReadiness {
+        /// The timeout (with the last probe and the log tail).
+        #[source]
+        source: Box<Error>,
+        /// What to set instead.
         hint: String,
     },
 

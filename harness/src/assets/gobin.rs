@@ -8,18 +8,27 @@ use super::build::{GoRunner, lock_cache};
 use super::manifest::BinaryRecord;
 use crate::error::{Error, Result};
 
-/// `<cache>/go/<module with / replaced by _>@<version>/<last path element>`, plus a
-/// `<binary>.sha256` record checked on every use.
+/// `<cache>/go/<module with / replaced by _>@<version>/<name>`, plus a `<name>.json` record
+/// checked on every use; `<name>` is the package's last path element (the module's, for the
+/// root), prefixed with the rest of the package path when it has one.
 pub(crate) fn go_binary(
     go: Option<&Path>,
     cache_root: &Path,
     module: &str,
+    package: Option<&str>,
     version: &str,
     k8s: &KubeVersion,
 ) -> Result<PathBuf> {
     let safe = module.replace(['/', '\\'], "_");
     let dir = cache_root.join("go").join(format!("{safe}@{version}"));
-    let name = module.rsplit('/').next().unwrap_or(module).to_owned();
+    let name = match package {
+        Some(p) => p.replace('/', "_"),
+        None => module.rsplit('/').next().unwrap_or(module).to_owned(),
+    };
+    let import = match package {
+        Some(p) => format!("{module}/{p}"),
+        None => module.to_owned(),
+    };
     let binary = dir.join(&name);
     let record_path = dir.join(format!("{name}.json"));
     let valid = || {
@@ -36,7 +45,7 @@ pub(crate) fn go_binary(
         searched: format!("the cache {dir:?}"),
         min_go: super::required_go(k8s),
     })?;
-    let _lock = lock_cache(cache_root, &format!("go-{safe}@{version}"))?;
+    let _lock = lock_cache(cache_root, &format!("go-{safe}@{version}-{name}"))?;
     if valid() {
         return Ok(binary);
     }
@@ -57,8 +66,8 @@ pub(crate) fn go_binary(
     let out = tmp_out.to_string_lossy().into_owned();
     let built = runner.run(
         &src,
-        &format!("building {module}@{version} (first use only)"),
-        &["build", "-trimpath", "-ldflags=-s -w", "-o", &out, module],
+        &format!("building {import}@{version} (first use only)"),
+        &["build", "-trimpath", "-ldflags=-s -w", "-o", &out, &import],
     );
     let _ = std::fs::remove_dir_all(&src);
     built?;

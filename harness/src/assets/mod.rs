@@ -320,8 +320,24 @@ impl Resolver {
     /// # Errors
     /// [`Error::GoMissing`] without `go`, [`Error::Build`] when the build fails.
     pub fn go_binary(&self, module: &str, version: &str) -> Result<PathBuf> {
+        self.go_binary_of(module, None, version)
+    }
+
+    /// [`Resolver::go_binary`] for the main package at `package` inside `module` (relative to
+    /// its root, such as `cmd/metrics-server`; `None`: the root).
+    ///
+    /// # Errors
+    /// As [`Resolver::go_binary`].
+    pub fn go_binary_of(&self, module: &str, package: Option<&str>, version: &str) -> Result<PathBuf> {
         let go = self.find_go();
-        gobin::go_binary(go.as_deref(), &self.cache_root(), module, version, &self.version)
+        gobin::go_binary(
+            go.as_deref(),
+            &self.cache_root(),
+            module,
+            package,
+            version,
+            &self.version,
+        )
     }
 
     /// Install the envtest tarball into the cache entry, under the cache lock.

@@ -42,8 +42,11 @@ impl Cluster {
                 .clone()
                 .unwrap_or_else(|| self.info().version.staging_tag());
             let resolver = crate::assets::Resolver::new(self.info().version);
-            let module = module.clone();
-            crate::process::blocking("backend build", move || resolver.go_binary(&module, &version)).await?
+            let (module, package) = (module.clone(), backend.go_package.clone());
+            crate::process::blocking("backend build", move || {
+                resolver.go_binary_of(&module, package.as_deref(), &version)
+            })
+            .await?
         } else if let Some(package) = &backend.cargo_package {
             let (dir, package) = (target.dir.clone(), package.clone());
             crate::process::blocking("backend build", move || cargo_binary(&dir, &package)).await?
@@ -207,7 +210,7 @@ fn cargo_binary(dir: &Path, package: &str) -> Result<PathBuf> {
         })?;
     if !output.status.success() {
         return Err(Error::Build {
-            what: format!("cargo package {package}"),
+            what: format!("building cargo package {package}"),
             status: output.status.to_string(),
             tail: String::from_utf8_lossy(&output.stdout)
                 .lines()

@@ -131,13 +131,23 @@ pub(crate) fn diagnose(error: Error, log: &Path) -> Error {
         return error;
     }
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    match forbidden_in(&text) {
-        Some((line, hint)) => Error::BackendForbidden {
+    if let Some((line, hint)) = forbidden_in(&text) {
+        return Error::BackendForbidden {
             source: Box::new(error),
             line,
             hint,
+        };
+    }
+    match &error {
+        // A /readyz that answers but never 2xx: usually a check the local plane cannot satisfy.
+        Error::StartupTimeout { last_probe, .. } if last_probe.contains("/readyz: 5") => Error::BackendReadiness {
+            source: Box::new(error),
+            hint: "Its /readyz answers but never passes: if a check needs what the local plane lacks (a kubelet, \
+                   pods, a controller), set `readinessPath: /livez`, or `readinessLog: <a line it prints when \
+                   serving>`."
+                .to_owned(),
         },
-        None => error,
+        _ => error,
     }
 }
 
