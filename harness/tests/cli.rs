@@ -272,7 +272,7 @@ fn verify_names_the_known_targets_when_one_is_unknown() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("no target named \"nope\"; the directories given hold: requests, samples, wardle"),
+        stderr.contains("no target named \"nope\"; the directories given hold: metrics, requests, samples, wardle"),
         "{stderr}"
     );
     assert!(!stderr.contains("starting Kubernetes"), "{stderr}");
@@ -435,14 +435,7 @@ async fn up_on_an_existing_cluster_serves_a_target_and_leaves_the_cluster() -> a
 /// The failure bundle is taken before teardown, and a later passing run removes it.
 #[test]
 fn verify_fails_an_access_rule_answered_with_a_server_error() -> anyhow::Result<()> {
-    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    // Inside the workspace, so the cargo backend still builds.
-    let work = root
-        .join("target")
-        .join(format!("kh-verify-500-{}", std::process::id()));
-    let dir = work.join("requests");
-    let _ = std::fs::remove_dir_all(&work);
-    copy_dir(&root.join("fixtures/targets/requests"), &dir)?;
+    let (root, work, dir) = requests_copy("500")?;
     // The real fault: the server's ServiceAccount lost its system:auth-delegator binding.
     let rbac = std::fs::read_to_string(dir.join("rbac.yaml"))?;
     let broken: Vec<&str> = rbac
@@ -553,6 +546,19 @@ fn a_relative_program_works_from_a_relative_target_directory() -> anyhow::Result
     Ok(())
 }
 
+/// A copy of the requests target in a fresh work directory inside the workspace (so its cargo
+/// backend still builds): `(workspace root, work directory, the copy)`.
+fn requests_copy(label: &str) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let work = root
+        .join("target")
+        .join(format!("kh-verify-{label}-{}", std::process::id()));
+    let dir = work.join("requests");
+    let _ = std::fs::remove_dir_all(&work);
+    copy_dir(&root.join("fixtures/targets/requests"), &dir)?;
+    Ok((root, work, dir))
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -572,14 +578,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> 
 /// reads back (with Python's XML parser) with exactly that failure.
 #[test]
 fn verify_update_writes_snapshots_a_second_run_accepts_and_missing_rbac_is_named() -> anyhow::Result<()> {
-    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    // Inside the workspace, so the cargo backend still builds.
-    let work = root
-        .join("target")
-        .join(format!("kh-verify-update-{}", std::process::id()));
-    let dir = work.join("requests");
-    let _ = std::fs::remove_dir_all(&work);
-    copy_dir(&root.join("fixtures/targets/requests"), &dir)?;
+    let (root, work, dir) = requests_copy("update")?;
     std::fs::remove_dir_all(dir.join("snapshots"))?;
     let verify = |extra: &[&str]| -> anyhow::Result<(Option<i32>, String)> {
         let out = Command::new(BIN)

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use serde::Serialize;
@@ -88,6 +90,20 @@ pub enum Admission {
 }
 
 impl Admission {
+    /// Each webhook's name and where it is called.
+    pub fn webhooks(&self) -> Vec<(&str, &WebhookClientConfig)> {
+        fn pairs<'a, W: 'a>(
+            hooks: &'a Option<Vec<W>>,
+            f: impl Fn(&'a W) -> (&'a str, &'a WebhookClientConfig),
+        ) -> Vec<(&'a str, &'a WebhookClientConfig)> {
+            hooks.iter().flatten().map(f).collect()
+        }
+        match self {
+            Self::Validating(p) => pairs(&p.object.webhooks, |w| (w.name.as_str(), &w.client_config)),
+            Self::Mutating(p) => pairs(&p.object.webhooks, |w| (w.name.as_str(), &w.client_config)),
+        }
+    }
+
     /// The document as loaded.
     pub fn doc(&self) -> &Document {
         match self {

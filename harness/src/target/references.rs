@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client};
 
 use super::Plan;
-use super::plan::{Admission, Prerequisite};
+use super::plan::Prerequisite;
 use crate::Capability;
 use crate::Cluster;
 use crate::error::{Error, Result};
@@ -95,24 +95,7 @@ impl Plan {
             });
         }
         for admission in &self.admission {
-            let hooks: Vec<(&str, &k8s_openapi::api::admissionregistration::v1::WebhookClientConfig)> = match admission
-            {
-                Admission::Validating(p) => p
-                    .object
-                    .webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| (w.name.as_str(), &w.client_config))
-                    .collect(),
-                Admission::Mutating(p) => p
-                    .object
-                    .webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| (w.name.as_str(), &w.client_config))
-                    .collect(),
-            };
-            for (name, config) in hooks {
+            for (name, config) in admission.webhooks() {
                 let endpoint = match (&config.service, &config.url) {
                     (Some(s), _) => service_endpoint(&s.namespace, &s.name, s.port),
                     (None, Some(url)) => Endpoint::Url(url.clone()),

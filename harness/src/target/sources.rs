@@ -63,6 +63,15 @@ impl Excludes {
     }
 }
 
+/// The entries of `dir`, sorted by path so every order is stable.
+fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    Ok(entries)
+}
+
 fn is_fixture_file(path: &Path) -> bool {
     matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
@@ -93,12 +102,7 @@ pub fn inputs(path: &Path, excludes: &Excludes) -> Result<Vec<Input>, LoadError>
         return Ok(vec![Input::Kustomization(path.to_owned())]);
     }
     let mut out = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(read_err)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(read_err)?;
-    entries.sort();
+    let entries = sorted_entries(path).map_err(read_err)?;
     for entry in entries.into_iter().filter(|e| !excludes.excludes(e)) {
         if entry.is_dir() {
             out.extend(inputs(&entry, excludes)?);
@@ -193,12 +197,7 @@ pub fn target_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
             out.push(dir.clone());
             continue;
         }
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(read_err)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()
-            .map_err(read_err)?;
-        entries.sort();
+        let entries = sorted_entries(dir).map_err(read_err)?;
         let own_files = entries.iter().any(|e| e.is_file() && is_fixture_file(e));
         let subdirs: Vec<PathBuf> = entries.into_iter().filter(|e| e.is_dir()).collect();
         let targets_below = subdirs.iter().any(|d| d.join("target.yaml").is_file());
