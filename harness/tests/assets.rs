@@ -284,3 +284,47 @@ fn a_version_the_index_does_not_list_falls_back_to_the_go_build() -> anyhow::Res
     std::fs::remove_dir_all(&cache)?;
     Ok(())
 }
+
+/// A Go build that fails leaves no (empty) cache entry and no lock file in the cache root, and
+/// a build directory a killed build left behind is swept by the next build.
+#[test]
+fn a_failed_or_killed_build_leaves_nothing_in_the_cache_root() -> anyhow::Result<()> {
+    let cache = temp_dir("failed-build")?;
+    // A build directory of a process that is gone (a build killed halfway).
+    let mut gone = std::process::Command::new("true").spawn()?;
+    let dead = gone.id();
+    gone.wait()?;
+    let stale = cache.join(format!(".tmp-k8s-1.37.2-{dead}"));
+    std::fs::create_dir_all(stale.join("src"))?;
+
+    let go_dir = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).find(|d| d.join("go").is_file()))
+        .unwrap_or_default();
+    let Some(go_dir) = go_dir else {
+        println!("skipped: no `go` on PATH to fail a build with");
+        return Ok(());
+    };
+    let resolver = Resolver::new(KubeVersion::default()).with_env(env(vec![
+        ("KUBE_HARNESS_CACHE", cache.to_string_lossy().into_owned()),
+        ("PATH", go_dir.to_string_lossy().into_owned()),
+    ]));
+    // A module that does not exist: `go build` fails at once (the proxy answers 404/410).
+    let err = resolver.go_binary_of("kube-harness.invalid/no-such-module", Some("cmd/none"), "v1.0.0");
+    assert!(matches!(err, Err(Error::Build { .. })), "{err:?}");
+    let left: Vec<String> = std::fs::read_dir(&cache)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("build-") && n != ".locks")
+        .collect();
+    assert!(left.is_empty() || left == ["go"], "left in the cache root: {left:?}");
+    if cache.join("go").exists() {
+        assert_eq!(
+            std::fs::read_dir(cache.join("go"))?.count(),
+            0,
+            "an empty cache entry was left"
+        );
+    }
+    assert!(!stale.exists(), "the killed build's directory was not swept");
+    std::fs::remove_dir_all(&cache)?;
+    Ok(())
+}

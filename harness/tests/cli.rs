@@ -735,3 +735,28 @@ fn verify_checks_each_version_asked_for() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&err.stderr).contains("are for `verify` only"));
     Ok(())
 }
+
+/// Log lines on a redirected stderr carry no colour codes, and an error naming a log in the
+/// (already removed) run directory says how to keep it.
+#[test]
+fn redirected_output_is_plain_and_a_removed_log_is_explained() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args(["exec", "--fixtures", "tests/apply-fixtures/backend-exits", "--", "true"])
+        .env("KUBE_HARNESS_LOG", "info")
+        .env_remove("KUBE_HARNESS_KEEP")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(" INFO "), "no log lines at info: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in redirected output: {stderr:?}"
+    );
+    assert!(
+        stderr.contains("the logs named above were removed with the cluster; rerun with KUBE_HARNESS_KEEP=1"),
+        "{stderr}"
+    );
+    Ok(())
+}

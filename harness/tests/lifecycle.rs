@@ -263,7 +263,7 @@ fn eight_processes_at_once_share_a_fresh_cache() -> anyhow::Result<()> {
     let templates: Vec<_> = std::fs::read_dir(cache.join("etcd-templates"))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".lock"))
+        .filter(|n| !n.starts_with('.'))
         .collect();
     assert_eq!(templates.len(), 1, "expected one template, found {templates:?}");
     std::fs::remove_dir_all(&cache)?;

@@ -150,14 +150,40 @@ impl GoRunner<'_> {
 /// Build whatever `entry` lacks, under the cache lock, and rename the result into place.
 /// Take the cache lock `<cache_root>/<name>.lock`, saying so if another process holds it.
 pub(crate) fn lock_cache(cache_root: &Path, name: &str) -> Result<File> {
-    std::fs::create_dir_all(cache_root).map_err(Error::io("create cache directory", cache_root))?;
-    let lock_path = cache_root.join(format!("{name}.lock"));
+    // Lock files live apart (`.locks/`), so a cache root holds only entries, and a failed
+    // build leaves nothing that looks like one.
+    let locks = cache_root.join(".locks");
+    std::fs::create_dir_all(&locks).map_err(Error::io("create cache directory", &locks))?;
+    let lock_path = locks.join(format!("{name}.lock"));
     let lock = File::create(&lock_path).map_err(Error::io("create lock file", &lock_path))?;
     if lock.try_lock().is_err() {
         eprintln!("kube-harness: another process is preparing {name}; waiting for {lock_path:?}");
         lock.lock().map_err(Error::io("lock", &lock_path))?;
     }
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| sweep_stale_builds(cache_root));
     Ok(lock)
+}
+
+/// Remove `.tmp-…-<pid>` build directories whose process is gone (a build killed halfway).
+fn sweep_stale_builds(cache_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".tmp-")
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !crate::process::alive(pid) {
+            tracing::info!(path = ?entry.path(), "removing a build directory left by a killed build");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 pub(crate) fn build_into_cache(go: &Path, version: &KubeVersion, cache_root: &Path, entry: &Path) -> Result<()> {

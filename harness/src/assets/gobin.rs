@@ -70,7 +70,11 @@ pub(crate) fn go_binary(
         &["build", "-trimpath", "-ldflags=-s -w", "-o", &out, &import],
     );
     let _ = std::fs::remove_dir_all(&src);
-    built?;
+    if let Err(e) = built {
+        // Leave no empty cache entry behind (only removed when empty).
+        let _ = std::fs::remove_dir(&dir);
+        return Err(e);
+    }
     std::fs::rename(&tmp_out, &binary).map_err(Error::io("rename into cache", &binary))?;
     let record = BinaryRecord::of(&binary)?;
     let json = serde_json::to_string(&record).map_err(|source| Error::Json {

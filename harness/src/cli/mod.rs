@@ -132,6 +132,8 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: redirected output (CI logs, files) stays plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -144,7 +146,18 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kube-harness: error: {}", describe(&e));
+            let message = describe(&e);
+            eprintln!("kube-harness: error: {message}");
+            // Errors point at logs in the run directory, which went with the cluster.
+            let root = crate::process::run_root();
+            if message.contains(&*root.to_string_lossy())
+                && std::env::var_os("KUBE_HARNESS_KEEP").is_none_or(|v| v != "1")
+            {
+                eprintln!(
+                    "kube-harness: the logs named above were removed with the cluster; rerun with KUBE_HARNESS_KEEP=1 to keep them (under {})",
+                    root.display()
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-pub(crate) use rundir::RunDir;
+pub(crate) use rundir::{RunDir, run_root};
 
 use crate::error::{Error, Result};
 

@@ -128,13 +128,16 @@ fn touch(dir: &Path) {
     }
 }
 
-/// Remove templates (and their lock files) unused for [`UNUSED_FOR`]: binaries get rebuilt
+/// Remove templates unused for [`UNUSED_FOR`] (their lock files live in `.locks/`, which is kept): binaries get rebuilt
 /// and flags change, and each template holds etcd's 64 MB preallocated WAL.
 fn prune(templates: &Path, keep: &Path) {
     let Ok(entries) = std::fs::read_dir(templates) else {
         return;
     };
-    for entry in entries.flatten() {
+    for entry in entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+    {
         let path = entry.path();
         let stale = entry
             .metadata()
