@@ -38,6 +38,15 @@ async fn failures(target: &Target) -> anyhow::Result<Vec<(String, String)>> {
     let cluster = kube_harness::ControlPlane::builder().start().await?;
     let results = verify_target(&cluster, target).await;
     std::fs::remove_dir_all(&target.dir)?;
+    for r in results.iter().filter(|r| !r.passed) {
+        // How long the fault took to be reported, for the record.
+        println!(
+            "{}: {} failed after {:.2}s",
+            target.name,
+            r.check,
+            r.duration.as_secs_f64()
+        );
+    }
     Ok(results
         .into_iter()
         .filter(|r| !r.passed)
