@@ -32,6 +32,12 @@
 //! watcher process, so nothing outlives a test binary that panics, exits with a cluster in a
 //! `static`, or is killed with SIGKILL.
 
+//! ## Depending on it
+//! The library enables no k8s-openapi version feature: the crate that depends on it picks one
+//! (`k8s-openapi = { version = "0.29", features = ["v1_35"] }`), as k8s-openapi asks of
+//! libraries. The command line is behind the `cli` feature (`cargo install kube-harness
+//! --features cli`), so the library pulls in none of its dependencies.
+
 #![deny(missing_debug_implementations)]
 
 //! ## Map

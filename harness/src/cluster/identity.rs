@@ -147,7 +147,7 @@ pub(crate) async fn service_account_token(
     name: &str,
     expiration_seconds: i64,
 ) -> Result<String> {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
     let sas = kube::Api::<ServiceAccount>::namespaced(admin.clone(), namespace);
     if sas.get_opt(name).await?.is_none() {
@@ -160,17 +160,24 @@ pub(crate) async fn service_account_token(
         };
         sas.create(&kube::api::PostParams::default(), &sa).await?;
     }
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(expiration_seconds),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    sas.create_token_request(name, &kube::api::PostParams::default(), &request)
-        .await?
-        .status
-        .and_then(|s| s.token)
+    // Built from JSON, and read back as JSON: the generated types differ between the
+    // Kubernetes versions a dependent crate may pick (`spec` is optional in some).
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": expiration_seconds},
+    }))
+    .map_err(|source| Error::Json {
+        what: "a TokenRequest".into(),
+        source,
+    })?;
+    let answer = sas
+        .create_token_request(name, &kube::api::PostParams::default(), &request)
+        .await?;
+    serde_json::to_value(&answer)
+        .ok()
+        .and_then(|v| v.pointer("/status/token").and_then(|t| t.as_str()).map(str::to_owned))
+        .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::NoToken {
             service_account: format!("{namespace}/{name}"),
         })

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-pub(crate) use rundir::{RunDir, run_root};
+pub(crate) use rundir::RunDir;
+#[cfg(feature = "cli")]
+pub(crate) use rundir::run_root;
 
 use crate::error::{Error, Result};
 

@@ -116,7 +116,10 @@ impl Cluster {
             let doc = prerequisite.doc();
             let mut applied = apply::apply_one(client, doc, patience_for(doc)).await?;
             match prerequisite {
-                Prerequisite::Crd(crd) => apply::wait_crd_established(client, crd.name(), patience).await?,
+                Prerequisite::Crd(crd) => {
+                    apply::wait_crd_established(client, crd.name(), patience).await?;
+                    apply::wait_crd_listable(client, &crd.object, patience).await?;
+                }
                 // Nothing finalizes a deleted namespace without kube-controller-manager: it
                 // would stay Terminating and refuse the next bring-up's objects.
                 Prerequisite::Namespace(_) => applied.removal = Removal::Keep,
