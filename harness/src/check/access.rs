@@ -127,16 +127,17 @@ async fn layer(cluster: &Cluster, access: &Access) -> String {
         },
         ..Default::default()
     };
-    let answer = match cluster.client().await {
-        Ok(admin) => Api::<SubjectAccessReview>::all(admin)
-            .create(&PostParams::default(), &review)
-            .await
-            .map(|r| r.status.map(|s| s.allowed)),
+    let admin = match cluster.client().await {
+        Ok(admin) => admin,
         Err(e) => return format!("an unknown layer (no admin client to ask: {e})"),
     };
+    let answer = Api::<SubjectAccessReview>::all(admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map(|r| r.status.map(|s| s.allowed));
     match answer {
         Ok(Some(false)) => "kube-apiserver's RBAC (the request never reached a backend)".to_owned(),
-        Ok(Some(true)) if aggregated(cluster, access).await => format!(
+        Ok(Some(true)) if aggregated(admin, access).await => format!(
             "the extension server of {}/{} itself (kube-apiserver's RBAC allows the request)",
             access.group, access.version
         ),
@@ -148,11 +149,8 @@ async fn layer(cluster: &Cluster, access: &Access) -> String {
 
 /// Whether the rule's group/version is served by an extension server (an APIService with a
 /// Service), not by kube-apiserver itself.
-async fn aggregated(cluster: &Cluster, access: &Access) -> bool {
+async fn aggregated(admin: kube::Client, access: &Access) -> bool {
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-    let Ok(admin) = cluster.client().await else {
-        return false;
-    };
     let name = format!("{}.{}", access.version, access.group);
     Api::<APIService>::all(admin)
         .get_opt(&name)
