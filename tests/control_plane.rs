@@ -80,7 +80,7 @@ async fn an_unbound_user_is_forbidden_until_a_cluster_role_binding_grants_access
     let cluster = cluster.await;
     let admin = cluster.client().await?;
     let user = "alice-rbac";
-    let alice = cluster.user(user, ["devs"]).await?;
+    let alice = cluster.user(user, &["devs"]).await?;
     let alice_namespaces = Api::<Namespace>::all(alice);
 
     let err = alice_namespaces.list(&ListParams::default()).await.err();

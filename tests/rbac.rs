@@ -71,9 +71,9 @@ async fn each_identity_is_forbidden_until_a_role_binds_it_and_only_in_that_names
     let token = cluster.service_account_token(BOUND_NS, "robot", 600).await?;
 
     let identities: Vec<(&str, Client)> = vec![
-        ("cert:carol", cluster.user("carol", ["qa"]).await?),
+        ("cert:carol", cluster.user("carol", &["qa"]).await?),
         ("token:robot", cluster.token_client(&token).await?),
-        ("impersonated:dave", cluster.impersonating("dave", ["qa"]).await?),
+        ("impersonated:dave", cluster.impersonating("dave", &["qa"]).await?),
     ];
 
     let mut unbound = BTreeMap::new();

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DynamicObject, PostParams};
 use kube_harness::target::Target;
 use kube_harness::{Cluster, ControlPlane};
 use serde_json::{Value, json};
@@ -223,17 +223,51 @@ fn list_path(target: &Target) -> Option<String> {
     Some(format!("/apis/{group}/{version}/namespaces/default/{resource}"))
 }
 
-/// A fresh namespace, an admin and a user client, then teardown (namespace deleted).
-async fn per_test(cluster: &Cluster, i: usize) -> anyhow::Result<f64> {
+/// A test's namespace (`Cluster::test_namespace`), an admin and a user client, then
+/// teardown (namespace deleted).
+async fn per_test(cluster: &Cluster) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let admin = cluster.client().await?;
-    let namespaces: kube::Api<Namespace> = kube::Api::all(admin);
-    let name = format!("bench-{}-{i}", std::process::id());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    namespaces.create(&PostParams::default(), &ns).await?;
-    let _alice = cluster.user("alice", ["devs"]).await?;
-    namespaces.delete(&name, &DeleteParams::default()).await?;
+    let ns = cluster.test_namespace("bench").await?;
+    let _admin = cluster.client().await?;
+    let _alice = cluster.user("alice", &["devs"]).await?;
+    ns.delete().await?;
     Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// A fresh CRD through `Cluster::install_crds`, then the first LIST and the first create of
+/// its kind (ms each; a LIST that does not answer 2xx is an error, as it would fail a test).
+async fn crd_first_use(cluster: &Cluster, i: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let group = format!("bench{i}-{}.example.com", std::process::id());
+    let crd = serde_json::from_value(json!({
+        "metadata": {"name": format!("widgets.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))?;
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    cluster.install_crds([crd]).await?;
+    let install = ms(t);
+    let resource = kube::discovery::ApiResource {
+        group: group.clone(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(cluster.client().await?, "default", &resource);
+    let t = Instant::now();
+    api.list(&Default::default())
+        .await
+        .context("the first LIST after install_crds")?;
+    let list = ms(t);
+    let widget: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": format!("{group}/v1"), "kind": "Widget", "metadata": {"name": "w"}}),
+    )?;
+    let t = Instant::now();
+    api.create(&PostParams::default(), &widget).await?;
+    Ok((install, list, ms(t)))
 }
 
 /// Peak resident memory of this process (children not included), in MB.
@@ -323,9 +357,17 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let mut overhead = vec![];
-    for i in 0..rounds.max(10) {
-        overhead.push(per_test(&cluster, i).await?);
+    for _ in 0..rounds.max(10) {
+        overhead.push(per_test(&cluster).await?);
     }
+    let (mut crd_install, mut crd_list, mut crd_create) = (vec![], vec![], vec![]);
+    for i in 0..rounds.max(5) {
+        let (install, list, create) = crd_first_use(&cluster, i).await?;
+        crd_install.push(install);
+        crd_list.push(list);
+        crd_create.push(create);
+    }
+    eprintln!("bench: CRD install {crd_install:?} ms, first LIST {crd_list:?} ms, first create {crd_create:?} ms");
     cluster.stop();
     let overhead = stats(&overhead);
     let rss = peak_rss_mb();
@@ -349,6 +391,7 @@ async fn main() -> anyhow::Result<()> {
         "ready_s": {"kube_harness": h, "envtest": e, "bare": b},
         "aggregation": aggregation,
         "per_test_ms_detail": overhead,
+        "crd_first_use_ms": {"install": stats(&crd_install), "first_list": stats(&crd_list), "first_create": stats(&crd_create)},
         "cold_build_s": builds,
     });
     std::fs::create_dir_all(&args.out)?;
@@ -407,6 +450,19 @@ fn table(r: &Value) -> String {
             "| per-test overhead (namespace + clients + teardown) | ≤ 50 ms | {} | {:.2}× of target |",
             unit(&r["per_test_ms"], "ms"),
             r["per_test_ms"].as_f64().unwrap_or(f64::NAN) / 50.0
+        ),
+        format!(
+            "| fresh CRD: `install_crds` (Established, listable) | – | {:.1} ms | – |",
+            median(&r["crd_first_use_ms"]["install"])
+        ),
+        format!(
+            "| fresh CRD: first LIST after `install_crds` | – | {:.1} ms | – |",
+            median(&r["crd_first_use_ms"]["first_list"])
+        ),
+        format!(
+            "| fresh CRD: first create after `install_crds` | ≤ 200 ms | {:.1} ms | {:.2}× of target |",
+            median(&r["crd_first_use_ms"]["first_create"]),
+            median(&r["crd_first_use_ms"]["first_create"]) / 200.0
         ),
         format!(
             "| harness peak RSS (children excluded) | ≤ 30 MB | {} | {:.2}× of target |",

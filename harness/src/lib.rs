@@ -10,7 +10,7 @@
 //! let cluster = kube_harness::shared().await?;          // one per test process
 //! let admin = cluster.client().await?;                  // one client per test
 //! let namespaces = kube::Api::<Namespace>::all(admin).list(&Default::default()).await?;
-//! let alice = cluster.user("alice", ["devs"]).await?;   // 403 until RBAC binds her
+//! let alice = cluster.user("alice", &["devs"]).await?;   // 403 until RBAC binds her
 //! # Ok(()) }
 //! ```
 //!
@@ -43,11 +43,12 @@
 //! ## Map
 //! | module | what |
 //! |---|---|
-//! | [`cluster`] | [`Cluster`], [`ClusterInfo`], [`Capability`]; identities (users, tokens, impersonation, kubeconfigs); the handle of a detached cluster |
+//! | [`cluster`] | [`Cluster`], [`ClusterInfo`], [`Capability`]; CRDs ([`Cluster::install_crds`]) and test namespaces ([`cluster::TestNamespace`]); identities (users, tokens, impersonation, kubeconfigs); the handle of a detached cluster |
 //! | [`provider`] | [`Provider`] and the one [`provider::start`]; the local control plane ([`ControlPlane`]), existing clusters, kind, k3s |
 //! | [`target`] | a target directory: load ([`Target`]) → up ([`RunningTarget`]) → down |
 //! | [`check`] | probes and `verify` (expectations, reports, failure bundles) |
-//! | [`snapshot`] | redactions for insta snapshots |
+//! | [`snapshot`] | redactions for insta snapshots (an insta settings preset with the `insta` feature) |
+//! | [`task`] | [`TaskGuard`]: a controller or other background task aborted on drop |
 //! | [`assets`] | binaries: environment directory → cache → envtest tarball → Go build |
 //! | [`pki`] | CAs, serving and client certificates |
 //! | [`process`] | supervised child processes (parent-death signal, reaper, run directories) |
@@ -65,6 +66,7 @@ pub(crate) mod progress;
 pub mod provider;
 pub mod snapshot;
 pub mod target;
+pub mod task;
 pub(crate) mod wait;
 
 #[doc(inline)]
@@ -77,3 +79,5 @@ pub use provider::local::ControlPlane;
 pub use provider::{Provider, StartOptions, shared};
 #[doc(inline)]
 pub use target::{RunningTarget, Target};
+#[doc(inline)]
+pub use task::{TaskGuard, spawn_guarded};

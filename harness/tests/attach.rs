@@ -39,7 +39,7 @@ async fn attach_probe() -> anyhow::Result<()> {
         .filter_map(|c| c.metadata.name)
         .collect();
     // A user certificate issued here with the client CA loaded from the run directory works.
-    let alice = cluster.user("alice", ["devs"]).await?;
+    let alice = cluster.user("alice", &["devs"]).await?;
     let denied = Api::<ConfigMap>::namespaced(alice, "default")
         .list(&Default::default())
         .await;

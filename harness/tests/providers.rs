@@ -53,7 +53,7 @@ async fn the_existing_provider_runs_targets_and_deletes_only_what_it_created() -
     );
     assert!(existing.lacks(Capability::RunsPods).is_some(), "no kubelet, no nodes");
     // Users are impersonated: RBAC answers as for a certificate user.
-    let alice = existing.user("alice", ["devs"]).await?;
+    let alice = existing.user("alice", &["devs"]).await?;
     let denied = Api::<ConfigMap>::namespaced(alice, "default")
         .list(&Default::default())
         .await;

@@ -12,8 +12,6 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
-use sha2::{Digest, Sha512};
-
 use super::manifest::{BinaryRecord, Manifest};
 use super::{BINARIES, KubeVersion};
 use crate::error::{Error, Result};
@@ -121,7 +119,7 @@ pub(crate) fn install(index_url: &str, version: &KubeVersion, out: &Path) -> std
         .ok_or_else(|| Miss::Unavailable(format!("{index_url} lists no {file}")))?;
     eprintln!("kube-harness: downloading {}", release.self_link);
     let tarball = fetch(&client, &release.self_link, MAX_TARBALL).map_err(Miss::Unavailable)?;
-    let actual = hex::encode(Sha512::digest(&tarball));
+    let actual = hex::encode(ring::digest::digest(&ring::digest::SHA512, &tarball));
     if !actual.eq_ignore_ascii_case(release.hash.trim()) {
         return Err(Miss::Fatal(Error::Checksum {
             url: release.self_link.clone(),

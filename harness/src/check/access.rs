@@ -51,7 +51,10 @@ pub(super) async fn check_access(
     patience: Duration,
 ) -> std::result::Result<String, String> {
     let client = cluster
-        .user(&access.user, access.groups.clone())
+        .user(
+            &access.user,
+            &access.groups.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let path = access.path();

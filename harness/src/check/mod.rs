@@ -113,13 +113,16 @@ pub async fn probe_list(client: &Client, namespace: Option<&str>, resource: &Api
 ///
 /// # Errors
 /// Whatever `attempt` returned last.
-pub async fn retry_while_forbidden<T, F, Fut>(
+///
+/// `attempt` may be an async closure, which may borrow what it creates:
+/// `retry_while_forbidden(timeout, async || api.list(&ListParams::default()).await)`; a
+/// closure returning a future (`|| api.list(&lp)`) works too.
+pub async fn retry_while_forbidden<T, F>(
     timeout: std::time::Duration,
     mut attempt: F,
 ) -> std::result::Result<T, kube::Error>
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, kube::Error>>,
+    F: AsyncFnMut() -> std::result::Result<T, kube::Error>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

@@ -51,7 +51,11 @@ impl Answer {
 /// The client the rule's identity sends with.
 async fn client_for(cluster: &Cluster, rule: &RequestRule) -> Result<Client, String> {
     let built = match (&rule.user, &rule.service_account) {
-        (Some(user), _) => cluster.user(user, rule.groups.clone()).await,
+        (Some(user), _) => {
+            cluster
+                .user(user, &rule.groups.iter().map(String::as_str).collect::<Vec<_>>())
+                .await
+        }
         (None, Some(sa)) => {
             let (ns, name) = sa.split_once('/').unwrap_or_default();
             match cluster.service_account_token(ns, name, 3600).await {

@@ -24,11 +24,7 @@ impl Cluster {
     ///
     /// # Errors
     /// [`Error::Pki`].
-    pub fn issue_user_cert(
-        &self,
-        name: &str,
-        groups: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Result<KeyedCert> {
+    pub fn issue_user_cert(&self, name: &str, groups: &[&str]) -> Result<KeyedCert> {
         self.pki
             .as_ref()
             .ok_or_else(|| Error::Unsupported {
@@ -37,18 +33,14 @@ impl Cluster {
                 hint: "use Cluster::user (impersonation there) or a ServiceAccount token",
             })?
             .client_ca
-            .issue(&CertSpec::client(name, groups))
+            .issue(&CertSpec::client(name, groups.iter().copied()))
     }
 
     /// A kubeconfig for user `name` in `groups`, authenticated by a fresh client certificate.
     ///
     /// # Errors
     /// [`Error::Pki`].
-    pub fn user_kubeconfig(
-        &self,
-        name: &str,
-        groups: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Result<Kubeconfig> {
+    pub fn user_kubeconfig(&self, name: &str, groups: &[&str]) -> Result<Kubeconfig> {
         let cert = self.issue_user_cert(name, groups)?;
         Ok(kubeconfig::kubeconfig(
             &self.info.server,
@@ -69,9 +61,17 @@ impl Cluster {
     /// them, which RBAC treats the same). With no RBAC bound, it gets 403 Forbidden for
     /// almost everything.
     ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::shared().await?;
+    /// let alice = cluster.user("alice", &["devs"]).await?; // CN=alice, O=devs
+    /// let nobody = cluster.user("nobody", &[]).await?;     // in no group
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Pki`], [`Error::Client`].
-    pub async fn user(&self, name: &str, groups: impl IntoIterator<Item = impl Into<String>>) -> Result<kube::Client> {
+    pub async fn user(&self, name: &str, groups: &[&str]) -> Result<kube::Client> {
         if self.pki.is_none() {
             return self.impersonating(name, groups).await;
         }
@@ -101,12 +101,8 @@ impl Cluster {
     ///
     /// # Errors
     /// [`Error::Client`].
-    pub async fn impersonating(
-        &self,
-        user: &str,
-        groups: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Result<kube::Client> {
-        let groups: Vec<String> = groups.into_iter().map(Into::into).collect();
+    pub async fn impersonating(&self, user: &str, groups: &[&str]) -> Result<kube::Client> {
+        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
         let mut config = self.admin_kubeconfig.clone();
         for named in &mut config.auth_infos {
             if let Some(auth) = named.auth_info.as_mut() {

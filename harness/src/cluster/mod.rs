@@ -6,13 +6,15 @@
 //! # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
 //! let cluster = kube_harness::ControlPlane::builder().start().await?;
 //! let client = cluster.client().await?;
-//! let alice = cluster.user("alice", ["devs"]).await?;
+//! let alice = cluster.user("alice", &["devs"]).await?;
 //! # Ok(()) }
 //! ```
 
+mod crds;
 mod handle;
 pub(crate) mod identity;
 pub(crate) mod kubeconfig;
+mod namespace;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use kube::config::Kubeconfig;
 
 pub use handle::ClusterHandle;
 pub use kubeconfig::CONTEXT;
+pub use namespace::{NAMESPACE_REDACTION, TestNamespace};
 
 use crate::assets::{Assets, KubeVersion};
 use crate::error::{Error, Result};
@@ -171,6 +174,12 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
+    /// Whether the cluster is known to have exactly one kube-apiserver (ours, kind's and
+    /// k3s's do; someone else's cluster may have several).
+    pub(crate) fn one_apiserver(&self) -> bool {
+        !matches!(self.origin, Origin::Existing { .. })
+    }
+
     /// Where the cluster is.
     pub fn info(&self) -> &ClusterInfo {
         &self.info

@@ -57,6 +57,42 @@ pub fn redact(value: &mut serde_json::Value) {
     }
 }
 
+/// insta settings with the harness's redactions as filters, for snapshots of text, YAML or
+/// JSON: loopback ports (`127.0.0.1:[port]`), UIDs (`[uid]`), RFC 3339 timestamps
+/// (`[timestamp]`) and `resourceVersion` values (`[resourceVersion]`). A test namespace's
+/// [`crate::cluster::TestNamespace::insta_settings`] adds its name. Needs the `insta` feature.
+///
+/// ```no_run
+/// # fn wrapper() {
+/// let _scope = kube_harness::snapshot::insta_settings().bind_to_scope();
+/// insta::assert_snapshot!("dial tcp 127.0.0.1:40123: connection refused");
+/// // stored as: dial tcp 127.0.0.1:[port]: connection refused
+/// # }
+/// ```
+#[cfg(feature = "insta")]
+pub fn insta_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    for (pattern, replacement) in INSTA_FILTERS {
+        settings.add_filter(pattern, replacement);
+    }
+    settings
+}
+
+/// The regular expressions behind `insta_settings` (the `insta` feature), with what replaces
+/// each match.
+pub const INSTA_FILTERS: [(&str, &str); 4] = [
+    (r"(127\.0\.0\.1|localhost|\[::1\]):\d+", "$1:[port]"),
+    (
+        r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
+        "[uid]",
+    ),
+    (
+        r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)",
+        "[timestamp]",
+    ),
+    (r#"(resourceVersion"?:\s*)"?\d+"?"#, "$1[resourceVersion]"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,8 +117,7 @@ impl Cluster {
             let mut applied = apply::apply_one(client, doc, patience_for(doc)).await?;
             match prerequisite {
                 Prerequisite::Crd(crd) => {
-                    apply::wait_crd_established(client, crd.name(), patience).await?;
-                    apply::wait_crd_listable(client, &crd.object, patience).await?;
+                    apply::wait_crd_ready(client, &crd.object, self.one_apiserver(), patience).await?;
                 }
                 // Nothing finalizes a deleted namespace without kube-controller-manager: it
                 // would stay Terminating and refuse the next bring-up's objects.

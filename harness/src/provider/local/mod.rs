@@ -6,7 +6,7 @@
 //! use kube_harness::ControlPlane;
 //! let cluster = ControlPlane::builder().start().await?;
 //! let client = cluster.client().await?;
-//! let alice = cluster.user("alice", ["devs"]).await?;
+//! let alice = cluster.user("alice", &["devs"]).await?;
 //! # Ok(()) }
 //! ```
 

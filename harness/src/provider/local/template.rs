@@ -12,8 +12,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::processes::{start_apiserver, start_etcd};
 use crate::assets::{Assets, KubeVersion, Resolver};
 use crate::error::{Error, Result};
@@ -33,20 +31,20 @@ pub(super) fn enabled() -> bool {
 /// template of the binaries it points at) and the extra apiserver flags, which may change what
 /// bootstrap stores.
 pub(super) fn location(assets: &Assets, version: &KubeVersion, extra: &[(String, String)]) -> PathBuf {
-    let mut hash = Sha256::new();
-    hash.update(FORMAT);
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    hash.update(FORMAT.as_ref());
     for binary in [assets.kube_apiserver(), assets.etcd()] {
         if let Ok(meta) = std::fs::metadata(&binary) {
-            hash.update(meta.len().to_le_bytes());
+            hash.update(&meta.len().to_le_bytes());
             if let Ok(Ok(mtime)) = meta.modified().map(|m| m.duration_since(std::time::UNIX_EPOCH)) {
-                hash.update(mtime.as_nanos().to_le_bytes());
+                hash.update(&mtime.as_nanos().to_le_bytes());
             }
         }
     }
     for (k, v) in extra {
-        hash.update(format!("--{k}={v}\n"));
+        hash.update(format!("--{k}={v}\n").as_bytes());
     }
-    let key = hex::encode(&hash.finalize()[..8]);
+    let key = hex::encode(&hash.finish().as_ref()[..8]);
     Resolver::new(*version)
         .cache_root()
         .join("etcd-templates")
