@@ -27,6 +27,9 @@ struct Args {
     /// The Go envtest program (scripts/bench-envtest, built).
     #[arg(long)]
     envtest: PathBuf,
+    /// kube-rs's `envtest` crate (scripts/bench-envtest-rs, built), a further contender.
+    #[arg(long)]
+    envtest_rs: Option<PathBuf>,
     /// The bare start script (scripts/bench-bare).
     #[arg(long)]
     bare: PathBuf,
@@ -270,6 +273,16 @@ async fn crd_first_use(cluster: &Cluster, i: usize) -> anyhow::Result<(f64, f64,
     Ok((install, list, ms(t)))
 }
 
+/// Resolving the cached binaries with their verification stamp removed: every binary hashed
+/// (what the first run after a cache restore does; later runs compare the stamp only).
+fn verify_without_stamp(version: kube_harness::assets::KubeVersion) -> anyhow::Result<f64> {
+    let resolver = kube_harness::assets::Resolver::new(version);
+    let _ = std::fs::remove_file(resolver.cache_entry().join(".verified"));
+    let t = Instant::now();
+    resolver.resolve()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 /// Peak resident memory of this process (children not included), in MB.
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -328,23 +341,34 @@ async fn main() -> anyhow::Result<()> {
     let bare = BareSetup::from(&warm, &scratch)?;
     warm.stop();
 
-    let (mut harness, mut envtest, mut bare_s) = (vec![], vec![], vec![]);
+    let (mut harness, mut envtest, mut bare_s, mut envtest_rs) = (vec![], vec![], vec![], vec![]);
+    let contenders = if args.envtest_rs.is_some() { 4 } else { 3 };
     for round in 0..rounds {
         // Rotate the order so no contender always runs first (or right after another).
-        for k in 0..3 {
-            match (round + k) % 3 {
+        for k in 0..contenders {
+            match (round + k) % contenders {
                 0 => harness.push(harness_ready().await?),
                 1 => envtest.push(envtest_ready(&args.envtest, &assets)?),
-                _ => bare_s.push(bare.round(&args.bare)?),
+                2 => bare_s.push(bare.round(&args.bare)?),
+                _ => {
+                    if let Some(program) = &args.envtest_rs {
+                        envtest_rs.push(envtest_ready(program, &assets)?);
+                    }
+                }
             }
         }
         eprintln!(
-            "bench: ready round {round}: harness {:.3}s, envtest {:.3}s, bare {:.3}s",
-            harness[round], envtest[round], bare_s[round]
+            "bench: ready round {round}: harness {:.3}s, envtest {:.3}s, bare {:.3}s, envtest crate {}",
+            harness[round],
+            envtest[round],
+            bare_s[round],
+            envtest_rs.get(round).map_or("–".to_owned(), |s| format!("{s:.3}s"))
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);
     let (h, e, b) = (stats(&harness), stats(&envtest), stats(&bare_s));
+    let er = (!envtest_rs.is_empty()).then(|| stats(&envtest_rs));
+    let verify = verify_without_stamp(version)?;
 
     let cluster = ControlPlane::builder().start().await?;
     let mut aggregation = serde_json::Map::new();
@@ -382,13 +406,15 @@ async fn main() -> anyhow::Result<()> {
         "rounds": rounds,
         "ready_vs_envtest": ratio(median(&h), median(&e)),
         "ready_vs_bare": ratio(median(&h), median(&b)),
+        "ready_vs_envtest_crate": er.as_ref().map(|er| ratio(median(&h), median(er))),
         "available_s": round3(available),
         "suite_s": (!args.suite_s.is_empty()).then(|| median(&stats(&args.suite_s))),
         "suite_runs_s": args.suite_s,
         "workspace_s": args.workspace_s,
         "per_test_ms": median(&overhead),
+        "verify_binaries_s": round3(verify),
         "rss_mb": rss,
-        "ready_s": {"kube_harness": h, "envtest": e, "bare": b},
+        "ready_s": {"kube_harness": h, "envtest": e, "bare": b, "envtest_crate": er},
         "aggregation": aggregation,
         "per_test_ms_detail": overhead,
         "crd_first_use_ms": {"install": stats(&crd_install), "first_list": stats(&crd_list), "first_create": stats(&crd_create)},
@@ -423,6 +449,17 @@ fn table(r: &Value) -> String {
             median(&r["ready_s"]["envtest"]),
             s(&r["ready_vs_envtest"])
         ),
+        match r["ready_s"]["envtest_crate"].is_object() {
+            true => format!(
+                "| cluster ready vs kube-rs's `envtest` crate 0.3.0 | ≤ 0.3× | {h:.3} s vs {:.3} s | {}× |",
+                median(&r["ready_s"]["envtest_crate"]),
+                s(&r["ready_vs_envtest_crate"])
+            ),
+            false => {
+                "| cluster ready vs kube-rs's `envtest` crate 0.3.0 | ≤ 0.3× | not measured (full benchmark only) | – |"
+                    .to_owned()
+            }
+        },
         format!(
             "| cluster ready vs bare etcd + kube-apiserver | ≤ 1.0× | {h:.3} s vs {:.3} s | {}× |",
             median(&r["ready_s"]["bare"]),
@@ -463,6 +500,10 @@ fn table(r: &Value) -> String {
             "| fresh CRD: first create after `install_crds` | ≤ 200 ms | {:.1} ms | {:.2}× of target |",
             median(&r["crd_first_use_ms"]["first_create"]),
             median(&r["crd_first_use_ms"]["first_create"]) / 200.0
+        ),
+        format!(
+            "| verifying the cached binaries (all hashed, no stamp) | ≤ 1 s | {} | – |",
+            unit(&r["verify_binaries_s"], "s")
         ),
         format!(
             "| harness peak RSS (children excluded) | ≤ 30 MB | {} | {:.2}× of target |",

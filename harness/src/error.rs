@@ -90,6 +90,28 @@ pub enum Error {
     #[error("invalid Kubernetes version {0:?}: expected MAJOR.MINOR.PATCH such as 1.37.2")]
     InvalidVersion(String),
 
+    /// An environment variable holds a value the harness cannot use.
+    #[error("{var}: {source}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with its value.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A Kubernetes version outside the range this release of kube-harness was verified
+    /// with (its flags, bootstrap and Go build may differ).
+    #[error(
+        "Kubernetes {version} is outside the versions this kube-harness is verified with ({range}); pick one of those, or set KUBE_HARNESS_UNVERIFIED_VERSION=1 to try it anyway"
+    )]
+    UnverifiedVersion {
+        /// The version asked for.
+        version: String,
+        /// The verified range (`1.35.x–1.37.x`).
+        range: String,
+    },
+
     /// A filesystem operation failed.
     #[error("{action} {path:?}: {source}")]
     Io {

@@ -15,7 +15,7 @@ fn assets_dir(name: &str, scripts: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let real = kube_harness::assets::Resolver::new(kube_harness::assets::KubeVersion::from_env()).resolve()?;
+    let real = kube_harness::assets::Resolver::new(kube_harness::assets::KubeVersion::from_env()?).resolve()?;
     for binary in kube_harness::assets::BINARIES {
         let target = dir.join(binary);
         match scripts.iter().find(|(b, _)| *b == binary) {
@@ -179,7 +179,7 @@ async fn a_component_killed_mid_test_fails_the_test_within_seconds(
 /// what kube-apiserver logs at start, and named with both versions.
 #[tokio::test]
 async fn a_kube_apiserver_of_another_version_is_refused() -> anyhow::Result<()> {
-    let real = kube_harness::assets::Resolver::new(kube_harness::assets::KubeVersion::from_env()).resolve()?;
+    let real = kube_harness::assets::Resolver::new(kube_harness::assets::KubeVersion::from_env()?).resolve()?;
     let real_apiserver = real.kube_apiserver().display().to_string();
     // It says it is v1.30.0 (first, as the real one would), then runs the real binary.
     let script = format!(
@@ -198,7 +198,7 @@ async fn a_kube_apiserver_of_another_version_is_refused() -> anyhow::Result<()> 
     assert!(
         err.contains(&format!(
             "is Kubernetes 1.30.0, but {} was asked for",
-            kube_harness::assets::KubeVersion::from_env()
+            kube_harness::assets::KubeVersion::from_env()?
         )) && err.contains("KUBE_HARNESS_K8S_VERSION=1.30.0"),
         "{err}"
     );

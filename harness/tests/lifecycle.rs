@@ -221,7 +221,7 @@ fn a_process_that_ends_leaves_nothing_behind(
 /// cache is locked and written by rename).
 #[test]
 fn eight_processes_at_once_share_a_fresh_cache() -> anyhow::Result<()> {
-    let assets = kube_harness::assets::Resolver::new(kube_harness::assets::KubeVersion::from_env()).resolve()?;
+    let assets = kube_harness::assets::Resolver::new(kube_harness::assets::KubeVersion::from_env()?).resolve()?;
     let cache = std::env::temp_dir().join(format!("kh-parallel-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     std::fs::create_dir_all(&cache)?;

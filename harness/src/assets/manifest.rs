@@ -103,14 +103,39 @@ impl Manifest {
 const VERIFIED_STAMP: &str = ".verified";
 
 fn stamp(entry: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
     std::iter::once(MANIFEST)
         .chain(BINARIES)
-        .map(|name| match std::fs::metadata(entry.join(name)) {
-            Ok(m) => format!("{name} {} {} {} {}\n", m.len(), m.mtime(), m.mtime_nsec(), m.ino()),
-            Err(_) => format!("{name} missing\n"),
-        })
+        .map(|name| file_stamp(&entry.join(name), name))
         .collect()
+}
+
+/// `name size mtime mtime_nsec inode`, or `name missing`.
+fn file_stamp(path: &Path, name: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => format!("{name} {} {} {} {}\n", m.len(), m.mtime(), m.mtime_nsec(), m.ino()),
+        Err(_) => format!("{name} missing\n"),
+    }
+}
+
+/// Whether `binary` matches the [`BinaryRecord`] stored as JSON at `record`: hashed the first
+/// time, then trusted while the file's size, modification time and inode (and the record's)
+/// stay as they were (`<record>.verified`).
+pub(crate) fn record_matches(binary: &Path, record: &Path) -> bool {
+    let stamp_path = record.with_extension("verified");
+    let current = file_stamp(binary, "binary") + &file_stamp(record, "record");
+    if std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == current) {
+        return true;
+    }
+    let matches = std::fs::read_to_string(record)
+        .ok()
+        .and_then(|t| serde_json::from_str::<BinaryRecord>(&t).ok())
+        .is_some_and(|r| r.matches(binary));
+    if matches {
+        // Best effort: without the stamp the next use hashes again.
+        let _ = std::fs::write(&stamp_path, current);
+    }
+    matches
 }
 
 /// Check that `entry` is complete and uncorrupted for `version`. The reason is returned on
@@ -177,6 +202,21 @@ mod tests {
         std::fs::write(run.path().join("etcd"), "#!/bin/sh\necho xxxx\n")?;
         let err = verify_cached(run.path(), &v).err().unwrap_or_default();
         assert!(err.contains("etcd"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_single_binary_record_is_hashed_once_then_stamped() -> Result<(), Box<dyn std::error::Error>> {
+        let run = RunDir::create("manifest-test")?;
+        let (binary, record) = (run.path().join("tool"), run.path().join("tool.json"));
+        std::fs::write(&binary, "#!/bin/sh\necho one\n")?;
+        std::fs::write(&record, serde_json::to_string(&BinaryRecord::of(&binary)?)?)?;
+        assert!(record_matches(&binary, &record));
+        assert!(run.path().join("tool.verified").exists());
+        // A rewrite with the same size changes the mtime: the stamp no longer holds, the hash
+        // says no.
+        std::fs::write(&binary, "#!/bin/sh\necho two\n")?;
+        assert!(!record_matches(&binary, &record));
         Ok(())
     }
 

@@ -89,18 +89,44 @@ impl std::fmt::Display for KubeVersion {
     }
 }
 
+/// The Kubernetes minor versions this release of kube-harness is verified with (its scenario
+/// suite runs on them). Others are refused unless `KUBE_HARNESS_UNVERIFIED_VERSION=1`.
+pub const VERIFIED_MINORS: std::ops::RangeInclusive<u32> = 35..=37;
+
 impl KubeVersion {
-    /// `KUBE_HARNESS_K8S_VERSION` if set and valid (an invalid value is reported and ignored),
-    /// else the default: the version [`crate::ControlPlane::builder`] and
-    /// [`crate::shared`] use.
-    pub fn from_env() -> Self {
+    /// `KUBE_HARNESS_K8S_VERSION` if set, else the default: the version
+    /// [`crate::ControlPlane::builder`] and [`crate::shared`] use.
+    ///
+    /// # Errors
+    /// [`Error::Env`] naming the variable when its value is not `MAJOR.MINOR.PATCH`
+    /// (`1.30`, say): a typo must not silently run another version.
+    pub fn from_env() -> Result<Self> {
         match std::env::var("KUBE_HARNESS_K8S_VERSION") {
-            Ok(v) if !v.is_empty() => Self::parse(&v).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "ignoring KUBE_HARNESS_K8S_VERSION");
-                Self::default()
+            Ok(v) if !v.is_empty() => Self::parse(&v).map_err(|e| Error::Env {
+                var: "KUBE_HARNESS_K8S_VERSION",
+                source: Box::new(e),
             }),
-            _ => Self::default(),
+            _ => Ok(Self::default()),
         }
+    }
+
+    /// Whether this is one of the [`VERIFIED_MINORS`].
+    pub fn is_verified(&self) -> bool {
+        self.major == 1 && VERIFIED_MINORS.contains(&self.minor)
+    }
+
+    /// [`Error::UnverifiedVersion`] unless [`KubeVersion::is_verified`].
+    ///
+    /// # Errors
+    /// As above.
+    pub fn check_verified(&self) -> Result<()> {
+        if self.is_verified() {
+            return Ok(());
+        }
+        Err(Error::UnverifiedVersion {
+            version: self.to_string(),
+            range: format!("1.{}.x–1.{}.x", VERIFIED_MINORS.start(), VERIFIED_MINORS.end()),
+        })
     }
 }
 
@@ -249,10 +275,18 @@ impl Resolver {
     /// `spawn_blocking` in async code (or use [`Resolver::resolve_async`]).
     ///
     /// # Errors
+    /// [`Error::UnverifiedVersion`] for a version outside [`VERIFIED_MINORS`] (unless
+    /// `KUBE_HARNESS_UNVERIFIED_VERSION=1`),
     /// [`Error::AssetsDirIncomplete`] when an env var points to an incomplete directory,
     /// [`Error::GoMissing`] when a build is needed and `go` is not on `PATH`,
     /// [`Error::Build`] when the build fails.
     pub fn resolve(&self) -> Result<Assets> {
+        if let Err(e) = self.version.check_verified() {
+            if self.env.var("KUBE_HARNESS_UNVERIFIED_VERSION").as_deref() != Some("1") {
+                return Err(e);
+            }
+            eprintln!("kube-harness: warning: {e}");
+        }
         for var in ["KUBE_HARNESS_ASSETS", "KUBEBUILDER_ASSETS"] {
             if let Some(dir) = self.env.var(var) {
                 let dir = PathBuf::from(dir);
@@ -311,6 +345,25 @@ impl Resolver {
     /// As [`Resolver::resolve`].
     pub async fn resolve_async(self) -> Result<Assets> {
         crate::process::blocking("asset resolution", move || self.resolve()).await
+    }
+
+    /// The Kubernetes component `name` (`kube-controller-manager`) of this version: from the
+    /// `KUBE_HARNESS_ASSETS` or `KUBEBUILDER_ASSETS` directory if it holds one, else built
+    /// once from the same generated module as kube-apiserver and cached in
+    /// `<cache>/k8s-<version>-components/`.
+    ///
+    /// # Errors
+    /// [`Error::GoMissing`] without the binary or `go`, [`Error::Build`] when the build fails.
+    pub fn component(&self, name: &str) -> Result<PathBuf> {
+        for var in ["KUBE_HARNESS_ASSETS", "KUBEBUILDER_ASSETS"] {
+            if let Some(dir) = self.env.var(var) {
+                let path = PathBuf::from(dir).join(name);
+                if is_executable(&path) {
+                    return Ok(path);
+                }
+            }
+        }
+        gobin::component(self.find_go().as_deref(), &self.cache_root(), &self.version, name)
     }
 
     /// Build (once, then cached under `<cache root>/go/`) the Go main package `module` at

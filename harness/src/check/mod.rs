@@ -1,6 +1,6 @@
 //! Reusable checks that return data fit for snapshots rather than booleans: a group/version's
 //! resource list, its aggregated-discovery (v2) entry, a Table view, an authorization probe and
-//! a CRUD round trip. Scenarios in `tests/` are built from these, and so can yours.
+//! a CRUD round trip. kube-harness's own scenario tests are built from these, and so can yours.
 
 mod access;
 mod expect;
@@ -92,6 +92,16 @@ pub async fn table(client: &Client, path: &str) -> Result<Value> {
 
 /// What a request got: `(code, "Reason: message")`, `(200, "OK")` on success. Transport errors
 /// are `(0, description)`.
+///
+/// ```no_run
+/// # async fn wrapper() -> kube_harness::Result<()> {
+/// use k8s_openapi::api::core::v1::Secret;
+/// let cluster = kube_harness::shared().await?;
+/// let alice = kube::Api::<Secret>::namespaced(cluster.user("alice", &[]).await?, "default");
+/// let (code, message) = kube_harness::check::outcome(alice.list(&Default::default()).await);
+/// assert_eq!(code, 403, "{message}");
+/// # Ok(()) }
+/// ```
 pub fn outcome<T>(result: std::result::Result<T, kube::Error>) -> (u16, String) {
     match result {
         Ok(_) => (200, "OK".to_owned()),

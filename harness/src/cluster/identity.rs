@@ -81,6 +81,14 @@ impl Cluster {
     /// A token for ServiceAccount `namespace/name` from the TokenRequest API (creating the
     /// ServiceAccount if it does not exist), valid for `expiration_seconds`.
     ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::shared().await?;
+    /// let token = cluster.service_account_token("default", "my-operator", 600).await?;
+    /// let operator = cluster.token_client(&token).await?; // system:serviceaccount:default:my-operator
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Kube`], or [`Error::Fixture`] if the API returned no token.
     pub async fn service_account_token(&self, namespace: &str, name: &str, expiration_seconds: i64) -> Result<String> {

@@ -38,7 +38,8 @@ pub async fn shared() -> Result<&'static Cluster> {
     let started = SHARED
         .get_or_init(|| async {
             let provider = Provider::from_env().map_err(Arc::new)?;
-            super::start(provider, KubeVersion::from_env(), StartOptions::from_env())
+            let version = KubeVersion::from_env().map_err(Arc::new)?;
+            super::start(provider, version, StartOptions::from_env())
                 .await
                 .map_err(Arc::new)
         })

@@ -9,7 +9,8 @@
 //! # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
 //! use kube_harness::Target;
 //! let cluster = kube_harness::shared().await?;
-//! let wardle = Target::load("fixtures/targets/wardle")?;
+//! // A directory of your repository: the server's manifests plus kube-harness.yaml.
+//! let wardle = Target::load("tests/targets/wardle")?;
 //! let running = cluster.up_target(&wardle).await?;   // APIService Available, group served
 //! running.down(cluster).await?;
 //! # Ok(()) }
@@ -54,7 +55,16 @@ pub struct Target {
 }
 
 impl Target {
-    /// Load a target directory (or a single file).
+    /// Load a target directory (or a single file). Everything is checked here, before a
+    /// cluster is touched: each file parses, objects are unique, the spec's references resolve.
+    ///
+    /// ```no_run
+    /// # fn wrapper() -> kube_harness::Result<()> {
+    /// let target = kube_harness::Target::load("tests/targets/my-apiserver")?;
+    /// let has_backend = target.spec.as_ref().is_some_and(|s| s.backend.is_some());
+    /// println!("{}: backend {has_backend}", target.name);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Load`] for unreadable or malformed files, duplicate objects, bad specs.

@@ -152,7 +152,8 @@ pub fn render_kustomization(dir: &Path) -> Result<String, LoadError> {
             c
         }
         None => {
-            let assets = crate::assets::Resolver::new(crate::assets::KubeVersion::from_env())
+            let version = crate::assets::KubeVersion::from_env().map_err(|e| fail(e.to_string()))?;
+            let assets = crate::assets::Resolver::new(version)
                 .resolve()
                 .map_err(|e| fail(format!("no kubectl to render it with: {e}")))?;
             let mut c = Command::new(assets.kubectl());

@@ -24,6 +24,16 @@ impl Cluster {
     /// apply its APIServices with `caBundle` and port filled in and wait until each is
     /// `Available=True` and its group/version answers through the aggregator.
     ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::shared().await?;
+    /// let target = kube_harness::Target::load("tests/targets/my-apiserver")?;
+    /// let running = cluster.up_target(&target).await?;
+    /// // … requests through the aggregator (cluster.client()) …
+    /// running.down(cluster).await?; // APIServices first, then the backend, then the rest
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Load`] / [`Error::Fixture`] naming the file and object, [`Error::WaitTimeout`]
     /// with the last condition, backend start errors with its log tail.

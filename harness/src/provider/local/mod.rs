@@ -32,7 +32,9 @@ use crate::process::RunDir;
 #[derive(Debug, Clone)]
 #[must_use = "call .start().await to start the control plane"]
 pub struct ControlPlane {
-    version: KubeVersion,
+    /// The version to run, or why `KUBE_HARNESS_K8S_VERSION` names none (reported by
+    /// `start` unless a version is set explicitly).
+    version: std::result::Result<KubeVersion, String>,
     assets_dir: Option<PathBuf>,
     start_timeout: Duration,
     apiserver_args: Vec<(String, String)>,
@@ -40,16 +42,10 @@ pub struct ControlPlane {
     etcd_template: bool,
 }
 
-/// `KUBE_HARNESS_K8S_VERSION` if set and valid (an invalid value is reported and ignored),
-/// else [`crate::assets::DEFAULT_KUBERNETES_VERSION`].
-pub(crate) fn version_from_env() -> KubeVersion {
-    KubeVersion::from_env()
-}
-
 impl Default for ControlPlane {
     fn default() -> Self {
         Self {
-            version: version_from_env(),
+            version: KubeVersion::from_env().map_err(|e| e.to_string()),
             assets_dir: None,
             start_timeout: Duration::from_secs(90),
             apiserver_args: Vec::new(),
@@ -63,13 +59,25 @@ impl ControlPlane {
     /// Default settings: Kubernetes `KUBE_HARNESS_K8S_VERSION` if set, else
     /// [`crate::assets::DEFAULT_KUBERNETES_VERSION`]; binaries resolved as [`crate::assets`]
     /// describes; 90 s start timeout.
+    ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::ControlPlane::builder()
+    ///     .with_version_str("1.36.3")?
+    ///     .with_apiserver_arg("feature-gates", "MutatingAdmissionPolicy=true")
+    ///     .start()
+    ///     .await?;
+    /// println!("{} at {}", cluster.info().version, cluster.server_url());
+    /// cluster.stop(); // or drop it
+    /// # Ok(()) }
+    /// ```
     pub fn builder() -> Self {
         Self::default()
     }
 
     /// The Kubernetes version to run.
     pub fn with_version(mut self, version: KubeVersion) -> Self {
-        self.version = version;
+        self.version = Ok(version);
         self
     }
 
@@ -126,24 +134,30 @@ impl ControlPlane {
     pub async fn start(self) -> Result<Cluster> {
         let total = Instant::now();
         let mut timings = StartupTimings::default();
+        let version = self
+            .version
+            .clone()
+            .map_err(|e| Error::Provider(format!("{e} (or set a version with ControlPlane::with_version)")))?;
 
         let assets = async {
             let t = Instant::now();
             let assets = match &self.assets_dir {
                 Some(dir) => {
                     let dir = dir.clone();
-                    Resolver::new(self.version)
-                        .with_env(move |k: &str| {
-                            (k == "KUBE_HARNESS_ASSETS").then(|| dir.to_string_lossy().into_owned())
+                    Resolver::new(version)
+                        .with_env(move |k: &str| match k {
+                            "KUBE_HARNESS_ASSETS" => Some(dir.to_string_lossy().into_owned()),
+                            "KUBEBUILDER_ASSETS" => None,
+                            _ => std::env::var(k).ok(),
                         })
                         .resolve_async()
                         .await?
                 }
-                None => Resolver::new(self.version).resolve_async().await?,
+                None => Resolver::new(version).resolve_async().await?,
             };
             Ok::<_, Error>((assets, t.elapsed()))
         }
-        .instrument(tracing::info_span!("assets", version = %self.version))
+        .instrument(tracing::info_span!("assets", version = %version))
         .await?;
         timings.assets = assets.1;
         let assets = assets.0;
@@ -156,7 +170,7 @@ impl ControlPlane {
         });
         let seed = if self.etcd_template && template::enabled() {
             let t = Instant::now();
-            let seed = template::ensure(&assets, &self.version, &self.apiserver_args, self.start_timeout)
+            let seed = template::ensure(&assets, &version, &self.apiserver_args, self.start_timeout)
                 .instrument(tracing::info_span!("etcd-template"))
                 .await;
             timings.template = t.elapsed();
@@ -198,12 +212,12 @@ impl ControlPlane {
             .lines()
             .find_map(|l| l.split("] Version: v").nth(1))
             .map(|v| v.trim().to_owned())
-            && found != self.version.to_string()
+            && found != version.to_string()
         {
             return Err(Error::WrongVersion {
                 binary: assets.kube_apiserver(),
                 found,
-                wanted: self.version.to_string(),
+                wanted: version.to_string(),
             });
         }
 
@@ -228,7 +242,7 @@ impl ControlPlane {
             info: ClusterInfo {
                 server,
                 etcd_url: etcd.url,
-                version: self.version,
+                version,
                 kubeconfig: kubeconfig_path,
                 run_dir: run_path,
                 assets_dir: assets.dir().to_owned(),
