@@ -76,9 +76,15 @@ fn median(v: &Value) -> f64 {
 }
 
 /// The harness: `start()` until a first request (list namespaces) is answered.
-async fn harness_ready() -> anyhow::Result<f64> {
+async fn harness_ready(controller_manager: bool) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let cluster = ControlPlane::builder().start().await?;
+    let builder = ControlPlane::builder();
+    let builder = if controller_manager {
+        builder
+    } else {
+        builder.without_controller_manager()
+    };
+    let cluster = builder.start().await?;
     let client = cluster.client().await?;
     kube::Api::<Namespace>::all(client).list(&Default::default()).await?;
     let ready = t.elapsed().as_secs_f64();
@@ -283,6 +289,29 @@ fn verify_without_stamp(version: kube_harness::assets::KubeVersion) -> anyhow::R
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// kube-controller-manager's cost per start: seconds from the cluster being handed out to
+/// its `/healthz` answering, and the CPU seconds it used in its first 3 s (from
+/// `/proc/<pid>/stat`, user + system).
+async fn controller_manager_cost() -> anyhow::Result<(f64, f64)> {
+    let cluster = ControlPlane::builder().start().await?;
+    let t = Instant::now();
+    cluster.wait_for_controllers(std::time::Duration::from_secs(30)).await?;
+    let healthy = t.elapsed().as_secs_f64();
+    let pid = *cluster.pids().get(2).context("no kube-controller-manager pid")?;
+    tokio::time::sleep(std::time::Duration::from_secs(3).saturating_sub(t.elapsed())).await;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r)
+        .context("unexpected /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
+    // Linux reports in clock ticks of 1/100 s (USER_HZ).
+    Ok((healthy, ticks / 100.0))
+}
+
 /// Peak resident memory of this process (children not included), in MB.
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -342,14 +371,16 @@ async fn main() -> anyhow::Result<()> {
     warm.stop();
 
     let (mut harness, mut envtest, mut bare_s, mut envtest_rs) = (vec![], vec![], vec![], vec![]);
-    let contenders = if args.envtest_rs.is_some() { 4 } else { 3 };
+    let mut without_kcm = vec![];
+    let contenders = if args.envtest_rs.is_some() { 5 } else { 4 };
     for round in 0..rounds {
         // Rotate the order so no contender always runs first (or right after another).
         for k in 0..contenders {
             match (round + k) % contenders {
-                0 => harness.push(harness_ready().await?),
+                0 => harness.push(harness_ready(true).await?),
                 1 => envtest.push(envtest_ready(&args.envtest, &assets)?),
                 2 => bare_s.push(bare.round(&args.bare)?),
+                3 => without_kcm.push(harness_ready(false).await?),
                 _ => {
                     if let Some(program) = &args.envtest_rs {
                         envtest_rs.push(envtest_ready(program, &assets)?);
@@ -368,6 +399,13 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     let (h, e, b) = (stats(&harness), stats(&envtest), stats(&bare_s));
     let er = (!envtest_rs.is_empty()).then(|| stats(&envtest_rs));
+    let (mut kcm_healthy, mut kcm_cpu) = (vec![], vec![]);
+    for _ in 0..rounds.min(3) {
+        let (healthy, cpu) = controller_manager_cost().await?;
+        kcm_healthy.push(healthy);
+        kcm_cpu.push(cpu);
+    }
+    eprintln!("bench: kube-controller-manager healthy after {kcm_healthy:?} s, CPU in its first 3 s {kcm_cpu:?} s");
     let verify = verify_without_stamp(version)?;
 
     let cluster = ControlPlane::builder().start().await?;
@@ -414,7 +452,8 @@ async fn main() -> anyhow::Result<()> {
         "per_test_ms": median(&overhead),
         "verify_binaries_s": round3(verify),
         "rss_mb": rss,
-        "ready_s": {"kube_harness": h, "envtest": e, "bare": b, "envtest_crate": er},
+        "ready_s": {"kube_harness": h, "envtest": e, "bare": b, "envtest_crate": er, "kube_harness_without_controller_manager": stats(&without_kcm)},
+        "controller_manager": {"healthy_after_ready_s": stats(&kcm_healthy), "cpu_first_3s": stats(&kcm_cpu)},
         "aggregation": aggregation,
         "per_test_ms_detail": overhead,
         "crd_first_use_ms": {"install": stats(&crd_install), "first_list": stats(&crd_list), "first_create": stats(&crd_create)},
@@ -460,6 +499,18 @@ fn table(r: &Value) -> String {
                     .to_owned()
             }
         },
+        format!(
+            "| cluster ready without kube-controller-manager (envtest's set) | – | {:.3} s | – |",
+            median(&r["ready_s"]["kube_harness_without_controller_manager"])
+        ),
+        format!(
+            "| kube-controller-manager: healthy after the cluster is handed out | – | {:.3} s | – |",
+            median(&r["controller_manager"]["healthy_after_ready_s"])
+        ),
+        format!(
+            "| kube-controller-manager: CPU seconds in its first 3 s (per start) | – | {:.2} s | – |",
+            median(&r["controller_manager"]["cpu_first_3s"])
+        ),
         format!(
             "| cluster ready vs bare etcd + kube-apiserver | ≤ 1.0× | {h:.3} s vs {:.3} s | {}× |",
             median(&r["ready_s"]["bare"]),

@@ -120,7 +120,9 @@ enum Command {
         #[arg(long)]
         update: bool,
     },
-    /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed.
+    /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed;
+    /// also build kube-controller-manager unless KUBE_HARNESS_CONTROLLERS=0 (its path goes to
+    /// stderr).
     Assets,
 }
 
@@ -194,6 +196,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Assets => {
             let assets = Resolver::new(version).resolve_async().await?;
+            if std::env::var("KUBE_HARNESS_CONTROLLERS")
+                .map_or(true, |v| !matches!(v.trim(), "0" | "off" | "none" | "false"))
+            {
+                let kcm = crate::process::blocking("kube-controller-manager", move || {
+                    Resolver::new(version).component("kube-controller-manager")
+                })
+                .await?;
+                eprintln!("kube-controller-manager: {}", kcm.display());
+            }
             println!("{}", assets.dir().display());
             Ok(ExitCode::SUCCESS)
         }

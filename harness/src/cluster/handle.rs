@@ -22,6 +22,9 @@ pub struct ClusterHandle {
     pub etcd_pid: u32,
     /// The process that owns the cluster (stop it to stop the cluster).
     pub owner_pid: u32,
+    /// kube-controller-manager's pid, when it runs.
+    #[serde(default)]
+    pub controller_manager_pid: Option<u32>,
 }
 
 impl Cluster {
@@ -29,11 +32,17 @@ impl Cluster {
     /// by this process.
     pub fn handle(&self) -> Option<ClusterHandle> {
         match &self.origin {
-            Origin::Local { apiserver, etcd, .. } => Some(ClusterHandle {
+            Origin::Local {
+                controller_manager,
+                apiserver,
+                etcd,
+                ..
+            } => Some(ClusterHandle {
                 info: self.info.clone(),
                 apiserver_pid: apiserver.pid(),
                 etcd_pid: etcd.pid(),
                 owner_pid: std::process::id(),
+                controller_manager_pid: controller_manager.as_ref().map(|cm| cm.child.pid()),
             }),
             Origin::Attached(h) => Some(h.clone()),
             _ => None,

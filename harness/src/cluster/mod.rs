@@ -83,6 +83,10 @@ pub enum Capability {
     ClientCertificates,
     /// The harness started etcd and kube-apiserver and can watch or stop them.
     OwnsProcesses,
+    /// kube-controller-manager runs: deleted namespaces go away, owner references are
+    /// collected, namespaces get their `default` ServiceAccount, aggregated ClusterRoles get
+    /// their rules, Deployments make ReplicaSets and Pods.
+    Controllers,
 }
 
 impl Capability {
@@ -92,6 +96,9 @@ impl Capability {
             Self::HostBackends => "reach backends on this host",
             Self::ClientCertificates => "hold the cluster's client CA",
             Self::OwnsProcesses => "own the control-plane processes",
+            Self::Controllers => {
+                "run kube-controller-manager (KUBE_HARNESS_CONTROLLERS=0, or its binary could not be had)"
+            }
         }
     }
 }
@@ -123,6 +130,8 @@ pub struct Cluster {
 pub(crate) enum Origin {
     /// etcd and kube-apiserver started by this process, stopped with the cluster.
     Local {
+        /// kube-controller-manager, unless switched off.
+        controller_manager: Option<Box<crate::provider::local::controllers::ControllerManager>>,
         /// kube-apiserver.
         apiserver: Child,
         /// etcd.
@@ -166,7 +175,16 @@ impl Origin {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Origin::Local { apiserver, etcd, .. } = &self.origin {
+        if let Origin::Local {
+            controller_manager,
+            apiserver,
+            etcd,
+            ..
+        } = &self.origin
+        {
+            if let Some(cm) = controller_manager {
+                cm.child.kill();
+            }
             apiserver.kill();
             etcd.kill();
         }
@@ -216,6 +234,12 @@ impl Cluster {
         match capability {
             Capability::ClientCertificates => self.pki.is_some(),
             Capability::OwnsProcesses => matches!(self.origin, Origin::Local { .. }),
+            Capability::Controllers => match &self.origin {
+                Origin::Local { controller_manager, .. } => controller_manager.is_some(),
+                Origin::Attached(h) => h.controller_manager_pid.is_some(),
+                // kind, k3s and real clusters run their own.
+                Origin::Existing { .. } | Origin::Kind { .. } | Origin::K3s { .. } => true,
+            },
             Capability::RunsPods => self.runs_pods,
             Capability::HostBackends => match self.origin {
                 Origin::Local { .. } | Origin::Attached(_) => true,
@@ -258,8 +282,19 @@ impl Cluster {
     /// Process ids of kube-apiserver and etcd (each also leads its own process group).
     pub fn pids(&self) -> Vec<u32> {
         match &self.origin {
-            Origin::Local { apiserver, etcd, .. } => vec![apiserver.pid(), etcd.pid()],
-            Origin::Attached(h) => vec![h.apiserver_pid, h.etcd_pid],
+            Origin::Local {
+                controller_manager,
+                apiserver,
+                etcd,
+                ..
+            } => [apiserver.pid(), etcd.pid()]
+                .into_iter()
+                .chain(controller_manager.as_ref().map(|cm| cm.child.pid()))
+                .collect(),
+            Origin::Attached(h) => [h.apiserver_pid, h.etcd_pid]
+                .into_iter()
+                .chain(h.controller_manager_pid)
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -274,30 +309,90 @@ impl Cluster {
         self.info.run_dir.join(crate::provider::local::ETCD_LOG)
     }
 
+    /// The log file of kube-controller-manager (on the local plane, when it runs).
+    pub fn controller_manager_log(&self) -> PathBuf {
+        self.info
+            .run_dir
+            .join(crate::provider::local::controllers::CONTROLLER_MANAGER_LOG)
+    }
+
+    /// Wait until kube-controller-manager reports healthy (its controllers started). Returns
+    /// at once on providers that run their own (kind, k3s, an existing cluster).
+    ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::shared().await?;
+    /// cluster.wait_for_controllers(std::time::Duration::from_secs(30)).await?;
+    /// // Deleting a namespace now completes; owned objects are collected.
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] where no kube-controller-manager runs, [`Error::Exited`] if it
+    /// died, [`Error::WaitTimeout`].
+    pub async fn wait_for_controllers(&self, timeout: Duration) -> Result<()> {
+        match &self.origin {
+            Origin::Local {
+                controller_manager: Some(cm),
+                ..
+            } => cm.wait_healthy(timeout).await,
+            Origin::Local { .. } => Err(Error::Unsupported {
+                what: "waiting for controllers",
+                provider: self.provider().to_string(),
+                hint: "this cluster runs no kube-controller-manager (KUBE_HARNESS_CONTROLLERS=0, ControlPlane::without_controller_manager, or no binary and no Go to build one)",
+            }),
+            Origin::Attached(h) if h.controller_manager_pid.is_none() => Err(Error::Unsupported {
+                what: "waiting for controllers",
+                provider: self.provider().to_string(),
+                hint: "the cluster this process attached to runs no kube-controller-manager",
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether this process started the cluster (and stops it on drop), or attached to one
     /// another process runs.
     pub fn is_attached(&self) -> bool {
         matches!(self.origin, Origin::Attached(_))
     }
 
-    /// Fail fast if etcd or kube-apiserver has died.
+    /// Fail fast if etcd, kube-apiserver or kube-controller-manager has died.
     ///
     /// # Errors
     /// [`Error::Exited`] naming the dead component, with its log tail.
     pub fn check_alive(&self) -> Result<()> {
         match &self.origin {
-            Origin::Local { apiserver, etcd, .. } => {
-                for child in [etcd, apiserver] {
+            Origin::Local {
+                controller_manager,
+                apiserver,
+                etcd,
+                ..
+            } => {
+                for child in [
+                    Some(etcd),
+                    Some(apiserver),
+                    controller_manager.as_ref().map(|cm| &cm.child),
+                ]
+                .into_iter()
+                .flatten()
+                {
                     if let Some(status) = child.try_exit() {
                         return Err(child.exited_in_use_error(status));
                     }
                 }
             }
             Origin::Attached(h) => {
+                let controller_manager = h
+                    .controller_manager_pid
+                    .map(|pid| ("kube-controller-manager", pid, self.controller_manager_log()));
                 for (component, pid, log) in [
-                    ("etcd", h.etcd_pid, self.etcd_log()),
-                    ("kube-apiserver", h.apiserver_pid, self.apiserver_log()),
-                ] {
+                    Some(("etcd", h.etcd_pid, self.etcd_log())),
+                    Some(("kube-apiserver", h.apiserver_pid, self.apiserver_log())),
+                    controller_manager,
+                ]
+                .into_iter()
+                .flatten()
+                {
                     if !crate::process::alive(pid) {
                         return Err(Error::Exited {
                             component,

@@ -21,9 +21,10 @@ pub const NAMESPACE_REDACTION: &str = "[namespace]";
 const DROP_DELETE: Duration = Duration::from_secs(10);
 
 /// A namespace of one test, named `<prefix>-<8 random hex digits>` so tests (and runs on a
-/// cluster kept across runs) never collide. Dropped, it is deleted (best effort); on the
-/// local plane, which runs no namespace controller, it then stays `Terminating` with its
-/// objects — harmless, as no later test can pick the same name.
+/// cluster kept across runs) never collide. Where kube-controller-manager runs it is handed
+/// out once its `default` ServiceAccount exists. Dropped, it is deleted (best effort); on a
+/// local plane without kube-controller-manager it then stays `Terminating` with its objects —
+/// harmless, as no later test can pick the same name.
 pub struct TestNamespace {
     name: String,
     client: Client,
@@ -73,12 +74,17 @@ impl Cluster {
             })?;
             match namespaces.create(&PostParams::default(), &ns).await {
                 Ok(_) => {
-                    return Ok(TestNamespace {
+                    let ns = TestNamespace {
                         name,
                         client,
                         admin: self.admin_kubeconfig().clone(),
                         deleted: false,
-                    });
+                    };
+                    if self.has(crate::Capability::Controllers) {
+                        // The ServiceAccount admission plugin refuses Pods until it exists.
+                        ns.wait_for_default_service_account().await?;
+                    }
+                    return Ok(ns);
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => {
@@ -174,6 +180,28 @@ impl TestNamespace {
             applied.push(one);
         }
         Ok(applied)
+    }
+
+    /// Wait until kube-controller-manager has made the namespace's `default` ServiceAccount
+    /// (where one runs; [`Cluster::test_namespace`] does this already).
+    ///
+    /// # Errors
+    /// [`Error::WaitTimeout`] after 30 s.
+    pub async fn wait_for_default_service_account(&self) -> Result<()> {
+        let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = self.api();
+        crate::wait::poll_for(
+            &format!("ServiceAccount {}/default (made by kube-controller-manager)", self.name),
+            Duration::from_secs(30),
+            crate::wait::Backoff::millis(5, 100),
+            || async {
+                Ok(match api.get_opt("default").await {
+                    Ok(Some(_)) => crate::wait::Probe::Ready(()),
+                    Ok(None) => crate::wait::Probe::NotYet("not yet made".into()),
+                    Err(e) => crate::wait::Probe::NotYet(e.to_string()),
+                })
+            },
+        )
+        .await
     }
 
     /// `text` with this namespace's name replaced by `[namespace]`.

@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod controllers;
 pub(crate) mod processes;
 mod template;
 
@@ -40,6 +41,9 @@ pub struct ControlPlane {
     apiserver_args: Vec<(String, String)>,
     strict_readyz: bool,
     etcd_template: bool,
+    /// kube-controller-manager's controllers (`None`: it does not run), or why
+    /// `KUBE_HARNESS_CONTROLLERS` names none.
+    controllers: std::result::Result<Option<Vec<String>>, String>,
 }
 
 impl Default for ControlPlane {
@@ -51,6 +55,7 @@ impl Default for ControlPlane {
             apiserver_args: Vec::new(),
             strict_readyz: false,
             etcd_template: true,
+            controllers: controllers::from_env(),
         }
     }
 }
@@ -125,6 +130,30 @@ impl ControlPlane {
         self
     }
 
+    /// Run no kube-controller-manager (as envtest): deleted namespaces stay `Terminating`,
+    /// nothing is garbage-collected, namespaces get no `default` ServiceAccount (and the
+    /// ServiceAccount admission plugin is off). `KUBE_HARNESS_CONTROLLERS=0` does the same.
+    pub fn without_controller_manager(mut self) -> Self {
+        self.controllers = Ok(None);
+        self
+    }
+
+    /// Run kube-controller-manager with exactly these controllers (its `--controllers`
+    /// names, such as `namespace-controller`; `default` stands for
+    /// [`controllers::DEFAULT_CONTROLLERS`], `-name` removes one from it).
+    pub fn with_controllers(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let mut list = Vec::new();
+        for name in names.into_iter().map(Into::into) {
+            if name == "default" {
+                list.extend(controllers::DEFAULT_CONTROLLERS.iter().map(|c| (*c).to_owned()));
+            } else {
+                list.push(name);
+            }
+        }
+        self.controllers = Ok(Some(list));
+        self
+    }
+
     /// Start etcd and kube-apiserver and wait until the API is ready.
     ///
     /// # Errors
@@ -161,6 +190,37 @@ impl ControlPlane {
         .await?;
         timings.assets = assets.1;
         let assets = assets.0;
+        let controllers = self.controllers.clone().map_err(Error::Provider)?;
+        let controller_manager = match controllers {
+            Some(list) => {
+                let resolver = match &self.assets_dir {
+                    Some(dir) => {
+                        let dir = dir.clone();
+                        Resolver::new(version).with_env(move |k: &str| match k {
+                            "KUBE_HARNESS_ASSETS" => Some(dir.to_string_lossy().into_owned()),
+                            "KUBEBUILDER_ASSETS" => None,
+                            _ => std::env::var(k).ok(),
+                        })
+                    }
+                    None => Resolver::new(version),
+                };
+                let found = crate::process::blocking("kube-controller-manager", move || {
+                    resolver.component("kube-controller-manager")
+                })
+                .await;
+                match found {
+                    Ok(binary) => Some((binary, list)),
+                    // Binaries from an envtest directory and no Go: run as envtest does.
+                    Err(e @ Error::GoMissing { .. }) => {
+                        eprintln!("kube-harness: running without kube-controller-manager: {e}");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => None,
+        };
+        let with_controllers = controller_manager.as_ref().map(|(b, l)| (b.as_path(), l.as_slice()));
 
         let run_dir = RunDir::create("cluster")?;
         let pki_dir = run_dir.path().join("pki");
@@ -170,9 +230,15 @@ impl ControlPlane {
         });
         let seed = if self.etcd_template && template::enabled() {
             let t = Instant::now();
-            let seed = template::ensure(&assets, &version, &self.apiserver_args, self.start_timeout)
-                .instrument(tracing::info_span!("etcd-template"))
-                .await;
+            let seed = template::ensure(
+                &assets,
+                &version,
+                &self.apiserver_args,
+                with_controllers,
+                self.start_timeout,
+            )
+            .instrument(tracing::info_span!("etcd-template"))
+            .await;
             timings.template = t.elapsed();
             seed
         } else {
@@ -199,7 +265,10 @@ impl ControlPlane {
             &pki,
             &etcd.url,
             &self.apiserver_args,
-            seed.is_some() && !self.strict_readyz,
+            processes::Mode {
+                skip_bootstrap_hooks: seed.is_some() && !self.strict_readyz,
+                service_account_admission: with_controllers.is_some(),
+            },
             self.start_timeout,
         )
         .instrument(tracing::info_span!("apiserver"))
@@ -232,9 +301,19 @@ impl ControlPlane {
         );
         kubeconfig::write(&admin_kubeconfig, &kubeconfig_path)?;
 
+        // Not waited for: a test that needs a controller waits for it.
+        let controller_manager = match with_controllers {
+            Some((binary, list)) => Some(Box::new(
+                controllers::spawn(binary, run_dir.path(), &pki, &server, list)
+                    .instrument(tracing::info_span!("kube-controller-manager"))
+                    .await?,
+            )),
+            None => None,
+        };
         let run_path = run_dir.path().to_owned();
         let mut cluster = Cluster {
             origin: Origin::Local {
+                controller_manager,
                 apiserver: apiserver.child,
                 etcd: etcd.child,
                 run_dir,

@@ -158,15 +158,28 @@ fn go_gc_env() -> Vec<(OsString, OsString)> {
     vec![("GOGC".into(), APISERVER_GOGC.into())]
 }
 
+/// How a kube-apiserver is run, beyond its flags.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Mode {
+    /// Ready without the two bootstrap hooks' checks (a store copied from the template).
+    pub skip_bootstrap_hooks: bool,
+    /// The ServiceAccount admission plugin on (kube-controller-manager makes the accounts).
+    pub service_account_admission: bool,
+}
+
 pub(super) async fn start_apiserver(
     assets: &Assets,
     run_dir: &Path,
     pki: &ClusterPki,
     etcd_url: &str,
     extra: &[(String, String)],
-    skip_bootstrap_hooks: bool,
+    mode: Mode,
     timeout: Duration,
 ) -> Result<Started> {
+    let Mode {
+        skip_bootstrap_hooks,
+        service_account_admission,
+    } = mode;
     // Two post-start hooks (`rbac/bootstrap-roles`, `scheduling/bootstrap-system-priority-
     // classes`) call `wait.Poll(1s, …)`, which sleeps a full second before its first attempt
     // to write the bootstrap RBAC objects and system PriorityClasses. On a store copied from
@@ -205,9 +218,6 @@ pub(super) async fn start_apiserver(
                 ("service-account-signing-key-file", p(files::SA_KEY)),
                 ("service-cluster-ip-range", "10.0.0.0/24".into()),
                 ("allow-privileged", "true".into()),
-                // No kube-controller-manager creates `default` ServiceAccounts, so the
-                // ServiceAccount admission plugin would reject every Pod (envtest does the same).
-                ("disable-admission-plugins", "ServiceAccount".into()),
                 ("requestheader-client-ca-file", p(files::FRONT_PROXY_CA)),
                 ("requestheader-allowed-names", FRONT_PROXY_CLIENT_CN.into()),
                 ("requestheader-username-headers", "X-Remote-User".into()),
@@ -220,6 +230,12 @@ pub(super) async fn start_apiserver(
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
+            if !service_account_admission {
+                // Without kube-controller-manager nothing creates `default` ServiceAccounts, so
+                // the ServiceAccount admission plugin would reject every Pod (envtest does the
+                // same).
+                pairs.push(("disable-admission-plugins".into(), "ServiceAccount".into()));
+            }
             pairs.extend(extra.iter().cloned());
             let args: Vec<OsString> = flags(pairs);
             let spec = ChildSpec {

@@ -7,6 +7,13 @@
 //! template depends on certificates or ports: the authentication ConfigMap, the `kubernetes`
 //! Service and the apiserver identity lease are reconciled by each new apiserver.
 //!
+//! With kube-controller-manager, the template is made with it running until what it makes
+//! at a cluster's birth exists: the `default` ServiceAccount of each system namespace and the
+//! aggregated ClusterRoles' rules. A new cluster then has them from its first moment, as a
+//! kind cluster does, without waiting for its own kube-controller-manager. The
+//! `kube-root-ca.crt` ConfigMaps, which hold the template's CA, are removed; each cluster's
+//! kube-controller-manager publishes its own.
+//!
 //! `KUBE_HARNESS_ETCD_TEMPLATE=0` turns templates off (each cluster bootstraps from empty).
 
 use std::path::{Path, PathBuf};
@@ -19,7 +26,13 @@ use crate::pki::ClusterPki;
 use crate::process::RunDir;
 
 /// Bump when the way templates are made changes, so old ones are not reused.
-const FORMAT: &str = "3";
+const FORMAT: &str = "4";
+
+/// The namespaces kube-apiserver makes at bootstrap.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// kube-controller-manager for the template: its binary and controllers.
+pub(super) type Controllers<'a> = Option<(&'a Path, &'a [String])>;
 
 /// Whether templates are enabled (`KUBE_HARNESS_ETCD_TEMPLATE` is not `0`).
 pub(super) fn enabled() -> bool {
@@ -30,7 +43,12 @@ pub(super) fn enabled() -> bool {
 /// modification time of the files they resolve to, so a directory of symlinks shares the
 /// template of the binaries it points at) and the extra apiserver flags, which may change what
 /// bootstrap stores.
-pub(super) fn location(assets: &Assets, version: &KubeVersion, extra: &[(String, String)]) -> PathBuf {
+pub(super) fn location(
+    assets: &Assets,
+    version: &KubeVersion,
+    extra: &[(String, String)],
+    controllers: Controllers<'_>,
+) -> PathBuf {
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     hash.update(FORMAT.as_ref());
     for binary in [assets.kube_apiserver(), assets.etcd()] {
@@ -43,6 +61,9 @@ pub(super) fn location(assets: &Assets, version: &KubeVersion, extra: &[(String,
     }
     for (k, v) in extra {
         hash.update(format!("--{k}={v}\n").as_bytes());
+    }
+    if let Some((_, list)) = controllers {
+        hash.update(format!("controllers={}\n", list.join(",")).as_bytes());
     }
     let key = hex::encode(&hash.finish().as_ref()[..8]);
     Resolver::new(*version)
@@ -58,14 +79,15 @@ pub(super) async fn ensure(
     assets: &Assets,
     version: &KubeVersion,
     extra: &[(String, String)],
+    controllers: Controllers<'_>,
     timeout: Duration,
 ) -> Option<PathBuf> {
-    let dir = location(assets, version, extra);
+    let dir = location(assets, version, extra, controllers);
     if dir.join("member").is_dir() {
         touch(&dir);
         return Some(dir);
     }
-    match make(assets, version, extra, timeout, &dir).await {
+    match make(assets, version, extra, controllers, timeout, &dir).await {
         Ok(()) => Some(dir),
         Err(e) => {
             tracing::warn!(error = %e, "could not make an etcd template; bootstrapping from an empty store");
@@ -78,6 +100,7 @@ async fn make(
     assets: &Assets,
     version: &KubeVersion,
     extra: &[(String, String)],
+    controllers: Controllers<'_>,
     timeout: Duration,
     dir: &Path,
 ) -> Result<()> {
@@ -100,11 +123,36 @@ async fn make(
     let pki_dir = run_dir.path().join("pki");
     let pki = crate::process::blocking("certificate generation", move || ClusterPki::generate(&pki_dir)).await?;
     let etcd = start_etcd(assets, run_dir.path(), None, timeout).await?;
-    let apiserver = start_apiserver(assets, run_dir.path(), &pki, &etcd.url, extra, false, timeout).await?;
+    let apiserver = start_apiserver(
+        assets,
+        run_dir.path(),
+        &pki,
+        &etcd.url,
+        extra,
+        super::processes::Mode {
+            skip_bootstrap_hooks: false,
+            service_account_admission: controllers.is_some(),
+        },
+        timeout,
+    )
+    .await?;
+    if let Some((binary, list)) = controllers {
+        let cm = super::controllers::spawn(binary, run_dir.path(), &pki, &apiserver.url, list).await?;
+        let settled = births(&apiserver.url, &pki, list, timeout).await;
+        cm.child.stop(Duration::from_secs(10));
+        settled?;
+    }
     // Bootstrap is complete once /readyz passes (it includes every post-start hook); stop
     // gracefully so etcd's files are consistent before they are copied.
     apiserver.child.stop(Duration::from_secs(10));
-    forget_cluster_trust(&etcd.url).await?;
+    forget(
+        &etcd.url,
+        "/registry/configmaps/kube-system/extension-apiserver-authentication",
+    )
+    .await?;
+    for ns in SYSTEM_NAMESPACES {
+        forget(&etcd.url, &format!("/registry/configmaps/{ns}/kube-root-ca.crt")).await?;
+    }
     etcd.child.stop(Duration::from_secs(10));
     let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -153,14 +201,65 @@ fn prune(templates: &Path, keep: &Path) {
     }
 }
 
-/// Delete `kube-system/extension-apiserver-authentication` from the store: its controller
-/// merges CA bundles into what is stored, so a copy would make every new cluster publish the
-/// template's front-proxy CA beside its own. (The other 190-odd bootstrap objects hold nothing
-/// specific to one cluster.)
-async fn forget_cluster_trust(etcd_url: &str) -> Result<()> {
+/// Wait until kube-controller-manager has made what it makes at a cluster's birth: the
+/// `default` ServiceAccount of each system namespace, the aggregated ClusterRoles' rules.
+async fn births(server: &str, pki: &ClusterPki, controllers: &[String], timeout: Duration) -> Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let config = crate::cluster::kubeconfig::kubeconfig(
+        server,
+        pki.serving_ca.cert_pem(),
+        crate::pki::ADMIN_USER,
+        Some(&pki.admin),
+        None,
+    );
+    let client = crate::cluster::kubeconfig::client(config).await?;
+    let runs = |c: &str| controllers.iter().any(|n| n == c);
+    let backoff = crate::wait::Backoff::millis(20, 200);
+    if runs("serviceaccount-controller") {
+        for ns in SYSTEM_NAMESPACES {
+            let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
+            crate::wait::poll_for(&format!("ServiceAccount {ns}/default"), timeout, backoff, || async {
+                Ok(match api.get_opt("default").await {
+                    Ok(Some(_)) => crate::wait::Probe::Ready(()),
+                    Ok(None) => crate::wait::Probe::NotYet("not yet created".into()),
+                    Err(e) => crate::wait::Probe::NotYet(e.to_string()),
+                })
+            })
+            .await?;
+        }
+    }
+    if runs("clusterrole-aggregation-controller") {
+        let api: kube::Api<ClusterRole> = kube::Api::all(client.clone());
+        for role in ["admin", "edit", "view"] {
+            crate::wait::poll_for(
+                &format!("ClusterRole {role}'s aggregated rules"),
+                timeout,
+                backoff,
+                || async {
+                    Ok(match api.get_opt(role).await {
+                        Ok(Some(r)) if r.rules.as_ref().is_some_and(|rules| !rules.is_empty()) => {
+                            crate::wait::Probe::Ready(())
+                        }
+                        Ok(_) => crate::wait::Probe::NotYet("no rules yet".into()),
+                        Err(e) => crate::wait::Probe::NotYet(e.to_string()),
+                    })
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Delete `key` from the store. `kube-system/extension-apiserver-authentication`: its
+/// controller merges CA bundles into what is stored, so a copy would make every new cluster
+/// publish the template's front-proxy CA beside its own. `kube-root-ca.crt`: it holds the
+/// template's serving CA. (The other bootstrap objects hold nothing specific to one
+/// cluster.)
+async fn forget(etcd_url: &str, key: &str) -> Result<()> {
     use base64::Engine as _;
-    let key = base64::engine::general_purpose::STANDARD
-        .encode("/registry/configmaps/kube-system/extension-apiserver-authentication");
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
     let url = format!("{etcd_url}/v3/kv/deleterange");
     let response = crate::process::probe_client("", None)?
         .post(&url)
@@ -170,7 +269,7 @@ async fn forget_cluster_trust(etcd_url: &str) -> Result<()> {
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| Error::Client(format!("POST {url}: {e}").into()))?;
     let body = response.text().await.unwrap_or_default();
-    tracing::debug!(%body, "removed the template's authentication ConfigMap");
+    tracing::debug!(%body, "removed a cluster-specific object from the template");
     Ok(())
 }
 
