@@ -69,6 +69,8 @@ async fn a_service_account_token_lists_and_creates_a_pod_from_yaml() -> anyhow::
         .create(&PostParams::default(), &binding)
         .await?;
     let token = cluster.service_account_token(NS, "curl", 600).await?;
+    // The Pod below names no ServiceAccount: the admission plugin needs `default`.
+    cluster.wait_for_default_service_account(NS).await?;
 
     let http = cluster.http_client(None)?;
     let server = cluster.server_url();
@@ -117,6 +119,8 @@ async fn a_service_account_token_lists_and_creates_a_pod_from_yaml() -> anyhow::
     assert_eq!(pod["status"]["phase"], "Pending");
     let mut pod = pod;
     kube_harness::snapshot::redact(&mut pod);
+    // The ServiceAccount admission plugin named the token volume with a random suffix.
+    let _scope = kube_harness::snapshot::insta_settings().bind_to_scope();
     insta::assert_yaml_snapshot!("stored_pod", pod);
     Ok(())
 }

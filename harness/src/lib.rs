@@ -1,8 +1,9 @@
 //! # kube-harness
 //!
-//! Real Kubernetes control planes for Rust tests: etcd and kube-apiserver as child processes
-//! on loopback, with client-certificate users, RBAC, ServiceAccount tokens and the aggregation
-//! layer switched on, so extension API servers can be tested behind the real aggregator.
+//! Real Kubernetes control planes for Rust tests: etcd, kube-apiserver and
+//! kube-controller-manager as child processes on loopback, with client-certificate users,
+//! RBAC, ServiceAccount tokens and the aggregation layer switched on, so operators and
+//! extension API servers can be tested against the real thing.
 //!
 //! ```no_run
 //! # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,6 +25,8 @@
 //! | `KUBE_HARNESS_CLUSTER` | handle file of a cluster `kube-harness up --detach` runs: [`shared`] attaches to it |
 //! | `KUBE_HARNESS_RUN_ROOT` | where run directories go (default `<tmp>/kube-harness-<uid>`) |
 //! | `KUBE_HARNESS_KEEP=1` | keep run directories (certificates, logs, etcd data) after a cluster stops |
+//! | `KUBE_HARNESS_CONTROLLERS` | kube-controller-manager's controllers on the local plane: unset or `default` ([`provider::local::controllers::DEFAULT_CONTROLLERS`]), `0` for none (as envtest), or a `--controllers` list |
+//! | `KUBE_HARNESS_UNVERIFIED_VERSION=1` | allow a Kubernetes version outside [`assets::VERIFIED_MINORS`] |
 //!
 //! ## Cleanup
 //! Dropping a [`Cluster`] stops kube-apiserver, then etcd (SIGTERM, then SIGKILL after 5 s)

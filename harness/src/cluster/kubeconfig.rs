@@ -81,3 +81,35 @@ pub(crate) async fn client(config: Kubeconfig) -> Result<kube::Client> {
     config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))
 }
+
+/// Run `work` with an admin client on a thread with a tokio runtime of its own, waiting at
+/// most `timeout`: for cleanup in `Drop`, which may run on any thread, inside a runtime or
+/// not (a kube client belongs to the runtime it was built on). `Err` says what went wrong,
+/// or that it took too long (the work is then left to finish or not).
+pub(crate) fn cleanup_on_own_runtime<F, Fut>(
+    admin: Kubeconfig,
+    timeout: std::time::Duration,
+    work: F,
+) -> std::result::Result<(), String>
+where
+    F: FnOnce(kube::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::result::Result<(), String>>,
+{
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let client = client(admin).await.map_err(|e| format!("no client: {e}"))?;
+                    work(client).await
+                })
+            });
+        let _ = done_tx.send(outcome);
+    });
+    done_rx
+        .recv_timeout(timeout)
+        .unwrap_or_else(|_| Err(format!("it took over {timeout:?}; left it")))
+}

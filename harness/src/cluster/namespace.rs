@@ -188,20 +188,7 @@ impl TestNamespace {
     /// # Errors
     /// [`Error::WaitTimeout`] after 30 s.
     pub async fn wait_for_default_service_account(&self) -> Result<()> {
-        let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = self.api();
-        crate::wait::poll_for(
-            &format!("ServiceAccount {}/default (made by kube-controller-manager)", self.name),
-            Duration::from_secs(30),
-            crate::wait::Backoff::millis(5, 100),
-            || async {
-                Ok(match api.get_opt("default").await {
-                    Ok(Some(_)) => crate::wait::Probe::Ready(()),
-                    Ok(None) => crate::wait::Probe::NotYet("not yet made".into()),
-                    Err(e) => crate::wait::Probe::NotYet(e.to_string()),
-                })
-            },
-        )
-        .await
+        default_service_account(&self.client, &self.name).await
     }
 
     /// `text` with this namespace's name replaced by `[namespace]`.
@@ -229,6 +216,35 @@ impl TestNamespace {
         self.deleted = true;
         delete_namespace(&self.client, &self.name).await
     }
+}
+
+impl Cluster {
+    /// Wait until `namespace`'s `default` ServiceAccount exists: kube-controller-manager makes
+    /// it a moment after the namespace, and until then the ServiceAccount admission plugin
+    /// refuses Pods that name no ServiceAccount. [`Cluster::test_namespace`] does this itself.
+    ///
+    /// # Errors
+    /// [`Error::WaitTimeout`] after 30 s.
+    pub async fn wait_for_default_service_account(&self, namespace: &str) -> Result<()> {
+        default_service_account(&self.client().await?, namespace).await
+    }
+}
+
+async fn default_service_account(client: &Client, namespace: &str) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    crate::wait::poll_for(
+        &format!("ServiceAccount {namespace}/default (made by kube-controller-manager)"),
+        Duration::from_secs(30),
+        crate::wait::Backoff::millis(5, 100),
+        || async {
+            Ok(match api.get_opt("default").await {
+                Ok(Some(_)) => crate::wait::Probe::Ready(()),
+                Ok(None) => crate::wait::Probe::NotYet("not yet made".into()),
+                Err(e) => crate::wait::Probe::NotYet(e.to_string()),
+            })
+        },
+    )
+    .await
 }
 
 async fn delete_namespace(client: &Client, name: &str) -> Result<()> {
@@ -269,29 +285,12 @@ impl Drop for TestNamespace {
         if self.deleted {
             return;
         }
-        // A kube client belongs to the runtime it was built on, and drop may run anywhere:
-        // delete on a thread with a runtime of its own, waiting a bounded time.
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let outcome = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| {
-                    rt.block_on(async {
-                        let client = super::kubeconfig::client(admin).await.map_err(|e| e.to_string())?;
-                        delete_namespace(&client, &name).await.map_err(|e| e.to_string())
-                    })
-                });
-            let _ = done_tx.send(outcome);
+        let name = self.name.clone();
+        let deleted = super::kubeconfig::cleanup_on_own_runtime(self.admin.clone(), DROP_DELETE, |client| async move {
+            delete_namespace(&client, &name).await.map_err(|e| e.to_string())
         });
-        match done_rx.recv_timeout(DROP_DELETE) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(namespace = %self.name, error = %e, "deleting a dropped test namespace"),
-            Err(_) => {
-                tracing::warn!(namespace = %self.name, "deleting a dropped test namespace took over {DROP_DELETE:?}")
-            }
+        if let Err(e) = deleted {
+            tracing::debug!(namespace = %self.name, error = %e, "deleting a dropped test namespace");
         }
     }
 }

@@ -59,7 +59,9 @@ pub fn redact(value: &mut serde_json::Value) {
 
 /// insta settings with the harness's redactions as filters, for snapshots of text, YAML or
 /// JSON: loopback ports (`127.0.0.1:[port]`), UIDs (`[uid]`), RFC 3339 timestamps
-/// (`[timestamp]`) and `resourceVersion` values (`[resourceVersion]`). A test namespace's
+/// (`[timestamp]`), `resourceVersion` values (`[resourceVersion]`) and the random suffix of
+/// the token volume the ServiceAccount admission plugin adds to Pods
+/// (`kube-api-access-[suffix]`). A test namespace's
 /// [`crate::cluster::TestNamespace::insta_settings`] adds its name. Needs the `insta` feature.
 ///
 /// ```no_run
@@ -80,7 +82,7 @@ pub fn insta_settings() -> insta::Settings {
 
 /// The regular expressions behind `insta_settings` (the `insta` feature), with what replaces
 /// each match.
-pub const INSTA_FILTERS: [(&str, &str); 4] = [
+pub const INSTA_FILTERS: [(&str, &str); 5] = [
     (r"(127\.0\.0\.1|localhost|\[::1\]):\d+", "$1:[port]"),
     (
         r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
@@ -91,6 +93,7 @@ pub const INSTA_FILTERS: [(&str, &str); 4] = [
         "[timestamp]",
     ),
     (r#"(resourceVersion"?:\s*)"?\d+"?"#, "$1[resourceVersion]"),
+    (r"\bkube-api-access-[a-z0-9]{5}\b", "kube-api-access-[suffix]"),
 ];
 
 #[cfg(test)]

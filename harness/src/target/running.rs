@@ -48,32 +48,13 @@ impl Drop for RunningTarget {
         if first.is_empty() {
             return;
         }
-        // A kube client belongs to the runtime it is built on, and drop may run on any thread
-        // (inside a runtime or not): clean up on a thread with a runtime of its own.
-        let admin = self.admin.clone();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let name = self.name.clone();
-        std::thread::spawn(move || {
-            let cleaned = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-                .map(|rt| {
-                    rt.block_on(async {
-                        match crate::cluster::kubeconfig::client(admin).await {
-                            Ok(client) => drop(apply::delete_all(&client, &first).await),
-                            Err(e) => tracing::warn!(error = %e, "no client to clean up after a dropped target"),
-                        }
-                    });
-                });
-            let _ = done_tx.send(cleaned);
-        });
-        match done_rx.recv_timeout(DROP_CLEANUP) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(target = %name, error = %e, "cleaning up a dropped target"),
-            Err(_) => {
-                tracing::warn!(target = %name, "cleaning up a dropped target took over {DROP_CLEANUP:?}; left it")
-            }
+        let cleaned =
+            crate::cluster::kubeconfig::cleanup_on_own_runtime(self.admin.clone(), DROP_CLEANUP, |client| async move {
+                drop(apply::delete_all(&client, &first).await);
+                Ok(())
+            });
+        if let Err(e) = cleaned {
+            tracing::warn!(target = %self.name, error = %e, "cleaning up a dropped target");
         }
     }
 }
