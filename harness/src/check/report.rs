@@ -30,11 +30,18 @@ pub async fn write_failure_bundle(cluster: &Cluster, target: &Target, dir: &Path
         .join("targets")
         .join(&target.name)
         .join("backend.log");
+    let controller_manager_log = cluster.controller_manager_log();
+    let controller_manager = controller_manager_log
+        .exists()
+        .then_some((controller_manager_log, "kube-controller-manager.log"));
     for (src, name) in [
         (cluster.apiserver_log().to_owned(), "kube-apiserver.log"),
         (cluster.etcd_log().to_owned(), "etcd.log"),
         (backend_log, "backend.log"),
-    ] {
+    ]
+    .into_iter()
+    .chain(controller_manager)
+    {
         let dest = dir.join(name);
         match std::fs::copy(&src, &dest) {
             Ok(_) => written.push(dest),
