@@ -25,7 +25,7 @@
 //! | `KUBE_HARNESS_CLUSTER` | handle file of a cluster `kube-harness up --detach` runs: [`shared`] attaches to it |
 //! | `KUBE_HARNESS_RUN_ROOT` | where run directories go (default `<tmp>/kube-harness-<uid>`) |
 //! | `KUBE_HARNESS_KEEP=1` | keep run directories (certificates, logs, etcd data) after a cluster stops |
-//! | `KUBE_HARNESS_CONTROLLERS` | kube-controller-manager's controllers on the local plane: unset or `default` ([`provider::local::controllers::DEFAULT_CONTROLLERS`]), `0` for none (as envtest), or a `--controllers` list |
+//! | `KUBE_HARNESS_CONTROLLERS` | kube-controller-manager's controllers on the local plane: unset or `default` ([`provider::DEFAULT_CONTROLLERS`]), `0` for none (as envtest), or a `--controllers` list |
 //! | `KUBE_HARNESS_UNVERIFIED_VERSION=1` | allow a Kubernetes version outside [`assets::VERIFIED_MINORS`] |
 //!
 //! ## Cleanup

@@ -20,6 +20,7 @@ mod shared;
 
 use std::path::{Path, PathBuf};
 
+pub use local::controllers::DEFAULT_CONTROLLERS;
 pub use shared::shared;
 
 use crate::assets::KubeVersion;

@@ -140,7 +140,7 @@ impl ControlPlane {
 
     /// Run kube-controller-manager with exactly these controllers (its `--controllers`
     /// names, such as `namespace-controller`; `default` stands for
-    /// [`controllers::DEFAULT_CONTROLLERS`], `-name` removes one from it).
+    /// [`crate::provider::DEFAULT_CONTROLLERS`], `-name` removes one from it).
     pub fn with_controllers(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
         let mut list = Vec::new();
         for name in names.into_iter().map(Into::into) {
