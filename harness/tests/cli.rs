@@ -389,7 +389,9 @@ async fn up_on_an_existing_cluster_serves_a_target_and_leaves_the_cluster() -> a
     let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let mut seen = Vec::new();
-    let ready = tokio::time::timeout(Duration::from_secs(120), async {
+    // The target's backend is a cargo package: `up` builds it first (scripts/test builds it
+    // beforehand; cold, in parallel with other tests, it took over 120 s once).
+    let ready = tokio::time::timeout(Duration::from_secs(300), async {
         while let Some(line) = lines.next_line().await? {
             let done = line.starts_with("Press Ctrl-C");
             seen.push(line);
