@@ -52,9 +52,13 @@ async fn helper_process() {
         "{REPORT}{}",
         serde_json::to_string(&report(&cluster)).unwrap_or_default()
     );
-    // Go on only once the parent has seen the processes running.
+    // Go on only once the parent has seen the processes running. End of input means the
+    // parent is gone (a failed assertion, say) without saying go: end with it, or this helper
+    // and its cluster would wait for ever.
     let mut go = String::new();
-    let _ = std::io::stdin().read_line(&mut go);
+    if std::io::stdin().read_line(&mut go).map_or(true, |n| n == 0) {
+        return;
+    }
     match mode.as_str() {
         "return" => drop(cluster),
         "panic" => panic!("helper panics while holding a cluster (expected)"),
@@ -62,9 +66,11 @@ async fn helper_process() {
             let _ = KEPT.set(cluster);
         }
         "exit" => std::process::exit(3),
-        "hang" => loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-        },
+        // Wait for the parent's signal; if the parent goes first (stdin closes), return.
+        "hang" => {
+            let mut rest = String::new();
+            while std::io::stdin().read_line(&mut rest).is_ok_and(|n| n > 0) {}
+        }
         other => panic!("unknown helper mode {other}"),
     }
 }
