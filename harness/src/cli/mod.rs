@@ -196,8 +196,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Assets => {
             let assets = Resolver::new(version).resolve_async().await?;
-            if std::env::var("KUBE_HARNESS_CONTROLLERS")
-                .map_or(true, |v| !matches!(v.trim(), "0" | "off" | "none" | "false"))
+            if crate::provider::local::controllers::from_env()
+                .map_err(anyhow::Error::msg)?
+                .is_some()
             {
                 let kcm = crate::process::blocking("kube-controller-manager", move || {
                     Resolver::new(version).component("kube-controller-manager")

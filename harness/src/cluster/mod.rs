@@ -14,7 +14,7 @@ mod crds;
 mod handle;
 pub(crate) mod identity;
 pub(crate) mod kubeconfig;
-mod namespace;
+pub(crate) mod namespace;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -230,7 +230,7 @@ impl Cluster {
     }
 }
 
-async fn default_service_account(client: &Client, namespace: &str) -> Result<()> {
+pub(crate) async fn default_service_account(client: &Client, namespace: &str) -> Result<()> {
     let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), namespace);
     crate::wait::poll_for(
         &format!("ServiceAccount {namespace}/default (made by kube-controller-manager)"),

@@ -130,6 +130,22 @@ impl ControlPlane {
         self
     }
 
+    /// The resolver for `version`: `with_assets_dir`'s directory in place of the
+    /// environment's asset directories, the rest of the environment as it is.
+    fn resolver(&self, version: KubeVersion) -> Resolver {
+        match &self.assets_dir {
+            Some(dir) => {
+                let dir = dir.clone();
+                Resolver::new(version).with_env(move |k: &str| match k {
+                    "KUBE_HARNESS_ASSETS" => Some(dir.to_string_lossy().into_owned()),
+                    "KUBEBUILDER_ASSETS" => None,
+                    _ => std::env::var(k).ok(),
+                })
+            }
+            None => Resolver::new(version),
+        }
+    }
+
     /// Run no kube-controller-manager (as envtest): deleted namespaces stay `Terminating`,
     /// nothing is garbage-collected, namespaces get no `default` ServiceAccount (and the
     /// ServiceAccount admission plugin is off). `KUBE_HARNESS_CONTROLLERS=0` does the same.
@@ -170,20 +186,7 @@ impl ControlPlane {
 
         let assets = async {
             let t = Instant::now();
-            let assets = match &self.assets_dir {
-                Some(dir) => {
-                    let dir = dir.clone();
-                    Resolver::new(version)
-                        .with_env(move |k: &str| match k {
-                            "KUBE_HARNESS_ASSETS" => Some(dir.to_string_lossy().into_owned()),
-                            "KUBEBUILDER_ASSETS" => None,
-                            _ => std::env::var(k).ok(),
-                        })
-                        .resolve_async()
-                        .await?
-                }
-                None => Resolver::new(version).resolve_async().await?,
-            };
+            let assets = self.resolver(version).resolve_async().await?;
             Ok::<_, Error>((assets, t.elapsed()))
         }
         .instrument(tracing::info_span!("assets", version = %version))
@@ -193,17 +196,7 @@ impl ControlPlane {
         let controllers = self.controllers.clone().map_err(Error::Provider)?;
         let controller_manager = match controllers {
             Some(list) => {
-                let resolver = match &self.assets_dir {
-                    Some(dir) => {
-                        let dir = dir.clone();
-                        Resolver::new(version).with_env(move |k: &str| match k {
-                            "KUBE_HARNESS_ASSETS" => Some(dir.to_string_lossy().into_owned()),
-                            "KUBEBUILDER_ASSETS" => None,
-                            _ => std::env::var(k).ok(),
-                        })
-                    }
-                    None => Resolver::new(version),
-                };
+                let resolver = self.resolver(version);
                 let found = crate::process::blocking("kube-controller-manager", move || {
                     resolver.component("kube-controller-manager")
                 })

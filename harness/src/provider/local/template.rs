@@ -204,7 +204,6 @@ fn prune(templates: &Path, keep: &Path) {
 /// Wait until kube-controller-manager has made what it makes at a cluster's birth: the
 /// `default` ServiceAccount of each system namespace, the aggregated ClusterRoles' rules.
 async fn births(server: &str, pki: &ClusterPki, controllers: &[String], timeout: Duration) -> Result<()> {
-    use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::ClusterRole;
     let config = crate::cluster::kubeconfig::kubeconfig(
         server,
@@ -218,15 +217,7 @@ async fn births(server: &str, pki: &ClusterPki, controllers: &[String], timeout:
     let backoff = crate::wait::Backoff::millis(20, 200);
     if runs("serviceaccount-controller") {
         for ns in SYSTEM_NAMESPACES {
-            let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
-            crate::wait::poll_for(&format!("ServiceAccount {ns}/default"), timeout, backoff, || async {
-                Ok(match api.get_opt("default").await {
-                    Ok(Some(_)) => crate::wait::Probe::Ready(()),
-                    Ok(None) => crate::wait::Probe::NotYet("not yet created".into()),
-                    Err(e) => crate::wait::Probe::NotYet(e.to_string()),
-                })
-            })
-            .await?;
+            crate::cluster::namespace::default_service_account(&client, ns).await?;
         }
     }
     if runs("clusterrole-aggregation-controller") {
