@@ -408,6 +408,18 @@ pub enum Error {
         service_dns: String,
     },
 
+    /// Something that runs in pods (a node, a DaemonSet, a target's Deployment) did not become
+    /// ready; `details` holds its pods' states, events and log tails.
+    #[error("{object} is not ready after {waited:.1?}:\n{details}")]
+    NotReady {
+        /// The object, such as `Deployment wardle/wardle-server`.
+        object: String,
+        /// How long it was waited for.
+        waited: Duration,
+        /// Pods, containers, events and log tails.
+        details: String,
+    },
+
     /// A wait ran out of time.
     #[error("timed out after {timeout:?} waiting for {what}")]
     WaitTimeout {

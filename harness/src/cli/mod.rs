@@ -123,7 +123,13 @@ enum Command {
     /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed;
     /// also build kube-controller-manager unless KUBE_HARNESS_CONTROLLERS=0 (its path goes to
     /// stderr).
-    Assets,
+    Assets {
+        /// Also build (or find) this Kubernetes component from the same module, such as
+        /// kubelet, kubeadm, kube-scheduler or kube-proxy, and print `NAME=PATH` to stdout.
+        /// Repeatable.
+        #[arg(long = "component", value_name = "NAME")]
+        components: Vec<String>,
+    },
 }
 
 /// Run the command line with this process's arguments.
@@ -194,8 +200,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let provider: Provider = cli.provider.parse()?;
     match cli.command {
-        Command::Assets => {
+        Command::Assets { components } => {
             let assets = Resolver::new(version).resolve_async().await?;
+            for name in components {
+                if !name.starts_with("kube") || name.contains(['/', '.']) {
+                    anyhow::bail!(
+                        "--component {name:?}: expected a k8s.io/kubernetes command such as kubelet or kube-proxy"
+                    );
+                }
+                let label = name.clone();
+                let path = crate::process::blocking("component", move || Resolver::new(version).component(&name))
+                    .await
+                    .with_context(|| format!("building {label}"))?;
+                println!("{label}={}", path.display());
+            }
             if crate::provider::local::controllers::from_env()
                 .map_err(anyhow::Error::msg)?
                 .is_some()

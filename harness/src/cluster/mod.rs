@@ -15,6 +15,7 @@ mod handle;
 pub(crate) mod identity;
 pub(crate) mod kubeconfig;
 pub(crate) mod namespace;
+pub(crate) mod workloads;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

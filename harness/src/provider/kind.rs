@@ -1,37 +1,79 @@
-//! The kind provider: a kind cluster created with the `kind` CLI from a generated config,
-//! pinned to the node image of the requested Kubernetes version, its kubeconfig exported into
-//! the run directory, deleted when the [`Cluster`](crate::Cluster) is dropped (or when the
-//! start fails).
+//! The kind provider: a single-node kind cluster created with the `kind` CLI from a generated
+//! config, its API server published on 127.0.0.1, its kubeconfig exported into the run
+//! directory, deleted when the [`Cluster`](crate::Cluster) is dropped or its start fails.
 //!
-//! Needs `kind` on `PATH` (`go install sigs.k8s.io/kind@v0.33.0`) and a Docker daemon.
+//! - **The CLI**: `kind` on `PATH`, else built once from `sigs.k8s.io/kind@`[`KIND_VERSION`]
+//!   into the cache (needs Go).
+//! - **The node image**: `KUBE_HARNESS_KIND_IMAGE`, else `kindest/node:v<version>`. It must be
+//!   present in the local engine: kube-harness never pulls (`scripts/kind-node-image` builds
+//!   one offline).
+//! - **Reuse**: `KUBE_HARNESS_KIND_REUSE=1` keeps one cluster per version and image across
+//!   runs (tests isolate themselves with namespaces); it is not deleted on drop.
+//! - **Hosts without every capability**: kind runs its nodes `--privileged`, which Docker
+//!   refuses where the process's bounding set lacks a capability (a VM without
+//!   `CAP_SYS_RESOURCE`). There, and only there (read from `/proc/self/status`), the `kind`
+//!   subprocess gets a `docker` in front of the real one that replaces `--privileged` with every
+//!   capability the host has and the rest of what it implies.
+//! - **Clusters of dead processes** (a runner killed before it could delete): named
+//!   `kube-harness-<pid>-…`, they are deleted by the next kind start on the machine.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use super::docker::run;
-use crate::assets::KubeVersion;
+use crate::assets::{KubeVersion, Resolver};
 use crate::error::{Error, Result};
 
-/// The node image for a Kubernetes version (kind publishes `kindest/node:v<version>`).
+/// The kind release built when `kind` is not on `PATH`.
+pub const KIND_VERSION: &str = "v0.33.0";
+
+/// The node image for a Kubernetes version: `KUBE_HARNESS_KIND_IMAGE`, else kind's
+/// `kindest/node:v<version>`.
 pub(crate) fn node_image(version: &KubeVersion) -> String {
-    format!("kindest/node:v{version}")
+    std::env::var("KUBE_HARNESS_KIND_IMAGE")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| format!("kindest/node:v{version}"))
 }
 
-/// The kind cluster config: one control-plane node, its API server on 127.0.0.1 with a port
-/// Docker picks, and the aggregation layer's flags as kubeadm sets them by default.
-pub(crate) fn config(version: &KubeVersion) -> String {
+/// Whether clusters are kept across runs (`KUBE_HARNESS_KIND_REUSE=1`).
+fn reuse() -> bool {
+    matches!(
+        std::env::var("KUBE_HARNESS_KIND_REUSE").as_deref(),
+        Ok("1" | "true" | "yes")
+    )
+}
+
+/// Whether this host mounts cgroup v1 only (kubelet ≥ 1.35 refuses it unless told).
+fn cgroup_v1() -> bool {
+    !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The kind cluster config: one control-plane node of `image`, its API server on 127.0.0.1
+/// with a port Docker picks; kubeadm's CoreDNS addon skipped (an absent image would be pulled,
+/// and the aggregation layer needs no cluster DNS); on a cgroup v1 host, kubelet told to run
+/// anyway.
+pub(crate) fn config(image: &str, cgroup_v1: bool) -> String {
+    let mut patches = String::from(
+        "  - |\n    kind: InitConfiguration\n    skipPhases: [preflight, addon/coredns]\n",
+    );
+    if cgroup_v1 {
+        patches.push_str("  - |\n    kind: KubeletConfiguration\n    failCgroupV1: false\n");
+    }
     format!(
         "kind: Cluster\n\
          apiVersion: kind.x-k8s.io/v1alpha4\n\
          networking:\n  apiServerAddress: \"127.0.0.1\"\n  apiServerPort: 0\n\
-         nodes:\n  - role: control-plane\n    image: {}\n",
-        node_image(version)
+         kubeadmConfigPatches:\n{patches}\
+         nodes:\n  - role: control-plane\n    image: {image}\n"
     )
 }
 
 /// `kind create cluster` for `name` with the config file and kubeconfig path given.
 pub(crate) fn create_command(name: &str, config: &Path, kubeconfig: &Path) -> Vec<String> {
     vec![
-        "kind".into(),
         "create".into(),
         "cluster".into(),
         "--name".into(),
@@ -41,62 +83,411 @@ pub(crate) fn create_command(name: &str, config: &Path, kubeconfig: &Path) -> Ve
         "--kubeconfig".into(),
         kubeconfig.display().to_string(),
         "--wait".into(),
-        "180s".into(),
+        "120s".into(),
     ]
 }
 
-/// `kind delete cluster` for `name`.
-pub(crate) fn delete_command(name: &str) -> Vec<String> {
-    vec![
-        "kind".into(),
-        "delete".into(),
-        "cluster".into(),
-        "--name".into(),
-        name.into(),
-    ]
+/// The capability names by bit, as `capabilities(7)` numbers them.
+const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capabilities the kernel knows (`cap_last_cap`) that are missing from `status`'s
+/// `CapBnd` (the text of `/proc/self/status`).
+pub(crate) fn missing_capabilities(status: &str, cap_last_cap: u32) -> Vec<&'static str> {
+    let Some(bounding) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return Vec::new();
+    };
+    (0..=cap_last_cap.min(63))
+        .filter(|bit| bounding & (1u64 << bit) == 0)
+        .filter_map(|bit| CAPABILITIES.get(bit as usize).copied())
+        .collect()
 }
 
-/// A kind cluster this process created; deleted on drop.
+fn host_missing_capabilities() -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    missing_capabilities(&status, last)
+}
+
+/// The `docker` that stands in front of `real` for the kind subprocess on a host missing the
+/// capabilities `missing`: on `run` and `create`, `--privileged` becomes every capability but
+/// those, no seccomp or AppArmor confinement, unmasked system paths and every device; on
+/// `exec` it is dropped (an exec has the container's capabilities).
+pub(crate) fn docker_shim(real: &Path, missing: &[&str], fuse: bool) -> String {
+    let mut privileged = String::from("--cap-add=ALL");
+    for cap in missing {
+        privileged.push_str(&format!(" --cap-drop={cap}"));
+    }
+    privileged.push_str(
+        " --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+         --security-opt systempaths=unconfined --device-cgroup-rule='a *:* rwm'",
+    );
+    if fuse {
+        privileged.push_str(" --device /dev/fuse");
+    }
+    format!(
+        "#!/bin/sh\n\
+         # kube-harness: kind runs nodes --privileged, which this host refuses (its bounding set\n\
+         # lacks {missing}); the same without those capabilities.\n\
+         real='{real}'\n\
+         case \"$1\" in run|create|exec) ;; *) exec \"$real\" \"$@\" ;; esac\n\
+         sub=$1; first=1\n\
+         for arg in \"$@\"; do\n\
+         \x20 if [ $first = 1 ]; then set --; first=0; fi\n\
+         \x20 if [ \"$arg\" = --privileged ]; then\n\
+         \x20   [ \"$sub\" = exec ] && continue\n\
+         \x20   set -- \"$@\" {privileged}\n\
+         \x20   continue\n\
+         \x20 fi\n\
+         \x20 set -- \"$@\" \"$arg\"\n\
+         done\n\
+         exec \"$real\" \"$@\"\n",
+        missing = missing.join(", "),
+        real = real.display(),
+    )
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// The `kind` CLI: on `PATH`, else built (once) from `sigs.k8s.io/kind@`[`KIND_VERSION`].
+///
+/// # Errors
+/// [`Error::GoMissing`] without either, [`Error::Build`] when the build fails.
+pub(crate) fn cli(version: &KubeVersion) -> Result<PathBuf> {
+    match on_path("kind") {
+        Some(kind) => Ok(kind),
+        None => Resolver::new(*version).go_binary("sigs.k8s.io/kind", KIND_VERSION),
+    }
+}
+
+/// Why the kind CLI cannot be had, or `None`: on `PATH`, cached, or Go there to build it.
+pub(crate) fn cli_unavailable() -> Option<String> {
+    if on_path("kind").is_some() || on_path("go").is_some() {
+        return None;
+    }
+    Some(format!(
+        "no `kind` on PATH and no Go to build sigs.k8s.io/kind@{KIND_VERSION} with"
+    ))
+}
+
+/// A kind cluster this process created or reuses; deleted on drop unless reused.
 #[derive(Debug)]
 pub(crate) struct KindCluster {
     name: String,
+    kind: PathBuf,
+    /// The directory of the `docker` shim, when this host needs one.
+    shim: Option<PathBuf>,
+    keep: bool,
 }
 
 impl KindCluster {
-    /// Create the cluster; its kubeconfig is written to `kubeconfig`.
+    /// Create the cluster (or find the reused one); its kubeconfig is written to `kubeconfig`.
     ///
     /// # Errors
-    /// [`Error::Provider`] if Docker or kind is missing or `kind create` fails (a partly
-    /// created cluster is deleted).
+    /// [`Error::Provider`] if Docker, the kind CLI or the node image is missing, or
+    /// `kind create` fails (with the tail of its output; a partly created cluster is deleted).
     pub(crate) fn create(version: &KubeVersion, run_dir: &Path, kubeconfig: &Path) -> Result<Self> {
-        if let Some(reason) = super::unavailable(super::Provider::Kind, version) {
-            return Err(Error::Provider(reason));
+        super::docker::docker_available()?;
+        let image = node_image(version);
+        super::docker::image_present(&image).map_err(|e| {
+            Error::Provider(format!(
+                "{e}. For kind: KUBE_HARNESS_KIND_IMAGE names a node image; without a registry, \
+                 scripts/kind-node-image {version} builds one offline"
+            ))
+        })?;
+        let kind = cli(version)?;
+        let shim = prepare_shim(run_dir)?;
+        let keep = reuse();
+        let name = if keep {
+            reused_name(version, &image)
+        } else {
+            format!("kube-harness-{}-{}", std::process::id(), run_dir_suffix(run_dir))
+        };
+        let mut cluster = Self {
+            name,
+            kind,
+            shim,
+            keep,
+        };
+        cluster.sweep_dead();
+        if keep && cluster.exists()? {
+            eprintln!("kube-harness: reusing kind cluster {} (KUBE_HARNESS_KIND_REUSE=1)", cluster.name);
+            cluster.kind_run(&[
+                "export".into(),
+                "kubeconfig".into(),
+                "--name".into(),
+                cluster.name.clone(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+            ])?;
+            return Ok(cluster);
         }
-        let name = format!("kube-harness-{}-{}", std::process::id(), run_dir_suffix(run_dir));
         let config_path: PathBuf = run_dir.join("kind.yaml");
-        std::fs::write(&config_path, config(version)).map_err(Error::io("write", &config_path))?;
-        let cluster = Self { name };
+        std::fs::write(&config_path, config(&image, cgroup_v1())).map_err(Error::io("write", &config_path))?;
+        eprintln!("kube-harness: creating kind cluster {} ({image}) …", cluster.name);
+        let started = Instant::now();
+        // From here on a failure drops `cluster`, which deletes whatever kind created (also
+        // when the cluster was to be kept: a half-made cluster is no use to the next run).
+        let outcome = cluster.kind_streamed(&create_command(&cluster.name, &config_path, kubeconfig));
+        if let Err(e) = outcome {
+            cluster.keep = false;
+            return Err(e);
+        }
         eprintln!(
-            "kube-harness: creating kind cluster {} ({})",
+            "kube-harness: kind cluster {} created in {:.1}s",
             cluster.name,
-            node_image(version)
+            started.elapsed().as_secs_f64()
         );
-        run(&create_command(&cluster.name, &config_path, kubeconfig))?;
         Ok(cluster)
     }
+
+    /// The cluster's name (`kind get clusters`).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node containers' names (`kind get nodes`).
+    ///
+    /// # Errors
+    /// [`Error::Provider`] when kind fails.
+    pub(crate) fn nodes(&self) -> Result<Vec<String>> {
+        let out = self.kind_run(&["get".into(), "nodes".into(), "--name".into(), self.name.clone()])?;
+        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// `kind load docker-image IMAGE` into this cluster's nodes.
+    ///
+    /// # Errors
+    /// [`Error::Provider`] when the image is absent or kind fails.
+    pub(crate) fn load_image(&self, image: &str) -> Result<()> {
+        super::docker::image_present(image)?;
+        self.kind_run(&[
+            "load".into(),
+            "docker-image".into(),
+            "--name".into(),
+            self.name.clone(),
+            image.into(),
+        ])
+        .map(drop)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.kind);
+        cmd.env("KIND_EXPERIMENTAL_PROVIDER", "docker");
+        if let Some(dir) = &self.shim {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![dir.clone()];
+            dirs.extend(std::env::split_paths(&path));
+            if let Ok(joined) = std::env::join_paths(dirs) {
+                cmd.env("PATH", joined);
+            }
+        }
+        cmd
+    }
+
+    fn kind_run(&self, args: &[String]) -> Result<String> {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Provider(format!("cannot run {:?}: {e}", self.kind)))?;
+        if !out.status.success() {
+            return Err(Error::Provider(format!(
+                "`kind {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Run kind with its progress lines shown as they come; on failure the error holds the
+    /// last of them.
+    fn kind_streamed(&self, args: &[String]) -> Result<()> {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Provider(format!("cannot run {:?}: {e}", self.kind)))?;
+        let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        if let Some(stderr) = child.stderr.take() {
+            for line in BufReader::new(stderr).lines().map_while(std::result::Result::ok) {
+                let shown = line.trim();
+                if !shown.is_empty() {
+                    eprintln!("kube-harness: kind: {shown}");
+                }
+                tail.push_back(line);
+                if tail.len() > 40 {
+                    tail.pop_front();
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| Error::Provider(format!("waiting for kind: {e}")))?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::Provider(format!(
+            "`kind {}` failed ({status}); the last lines of its output:\n{}",
+            args.join(" "),
+            Vec::from(tail).join("\n")
+        )))
+    }
+
+    fn clusters(&self) -> Result<Vec<String>> {
+        let out = self.kind_run(&["get".into(), "clusters".into()])?;
+        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+
+    fn exists(&self) -> Result<bool> {
+        Ok(self.clusters()?.iter().any(|c| *c == self.name))
+    }
+
+    /// Delete the clusters of processes that died before they could (`kube-harness-<pid>-…`).
+    fn sweep_dead(&self) {
+        let Ok(clusters) = self.clusters() else {
+            return;
+        };
+        for name in clusters {
+            let Some(pid) = owner_pid(&name) else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                eprintln!("kube-harness: deleting kind cluster {name}: its process {pid} is gone");
+                if let Err(e) = self.kind_run(&delete_args(&name)) {
+                    eprintln!("kube-harness: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn delete_args(name: &str) -> Vec<String> {
+    vec!["delete".into(), "cluster".into(), "--name".into(), name.into()]
+}
+
+/// The pid in a per-process cluster's name (`kube-harness-<pid>-<suffix>`).
+pub(crate) fn owner_pid(name: &str) -> Option<u32> {
+    name.strip_prefix("kube-harness-")?.split('-').next()?.parse().ok()
+}
+
+/// The kept cluster's name: per version and image, so another image gets another cluster.
+fn reused_name(version: &KubeVersion, image: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, image.as_bytes());
+    let short: String = digest.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("kh-reuse-{}-{short}", version.to_string().replace('.', "-"))
+}
+
+/// Write the `docker` shim into `<run_dir>/kind-docker/` when this host needs it.
+fn prepare_shim(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let missing = host_missing_capabilities();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let real = on_path("docker").ok_or_else(|| Error::Provider("no `docker` on PATH".into()))?;
+    let dir = run_dir.join("kind-docker");
+    std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+    let path = dir.join("docker");
+    let script = docker_shim(&real, &missing, Path::new("/dev/fuse").exists());
+    std::fs::write(&path, script).map_err(Error::io("write", &path))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("chmod", &path))?;
+    }
+    tracing::info!(missing = ?missing, "kind nodes run without --privileged on this host");
+    Ok(Some(dir))
 }
 
 fn run_dir_suffix(run_dir: &Path) -> String {
     run_dir
         .file_name()
-        .map(|n| n.to_string_lossy().rsplit('-').next().unwrap_or_default().to_owned())
+        .map(|n| n.to_string_lossy().rsplit('-').next().unwrap_or_default().to_lowercase())
         .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect()
 }
 
 impl Drop for KindCluster {
     fn drop(&mut self) {
-        if let Err(e) = run(&delete_command(&self.name)) {
-            eprintln!("kube-harness: could not delete kind cluster {}: {e}", self.name);
+        if self.keep {
+            return;
+        }
+        let started = Instant::now();
+        match self.kind_run(&delete_args(&self.name)) {
+            Ok(_) => tracing::info!(cluster = %self.name, elapsed = ?started.elapsed(), "kind cluster deleted"),
+            Err(e) => {
+                // kind may not be runnable any more; remove the node containers directly.
+                eprintln!("kube-harness: could not delete kind cluster {}: {e}", self.name);
+                let _ = run(&[
+                    "docker".into(),
+                    "rm".into(),
+                    "-f".into(),
+                    "-v".into(),
+                    format!("{}-control-plane", self.name),
+                ]);
+            }
         }
     }
 }
@@ -106,24 +497,79 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_config_pins_the_node_image_and_binds_loopback() {
-        let v = KubeVersion::parse("1.36.3").unwrap_or_default();
-        let c = config(&v);
+    fn the_config_pins_the_image_binds_loopback_and_skips_coredns() {
+        let c = config("kindest/node:v1.36.3", false);
         assert!(c.contains("image: kindest/node:v1.36.3"), "{c}");
         assert!(c.contains("apiServerAddress: \"127.0.0.1\""), "{c}");
+        assert!(c.contains("skipPhases: [preflight, addon/coredns]"), "{c}");
+        assert!(!c.contains("failCgroupV1"), "{c}");
         assert!(
             c.starts_with("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\n"),
             "{c}"
         );
+        let v1 = config("img", true);
+        assert!(v1.contains("    kind: KubeletConfiguration\n    failCgroupV1: false\n"), "{v1}");
     }
 
     #[test]
-    fn command_lines_name_the_cluster_config_and_kubeconfig() {
+    fn the_create_command_names_the_cluster_config_and_kubeconfig() {
         let create = create_command("kh-1", Path::new("/r/kind.yaml"), Path::new("/r/kubeconfig"));
         assert_eq!(
             create.join(" "),
-            "kind create cluster --name kh-1 --config /r/kind.yaml --kubeconfig /r/kubeconfig --wait 180s"
+            "create cluster --name kh-1 --config /r/kind.yaml --kubeconfig /r/kubeconfig --wait 120s"
         );
-        assert_eq!(delete_command("kh-1").join(" "), "kind delete cluster --name kh-1");
+    }
+
+    #[test]
+    fn missing_capabilities_are_read_from_the_bounding_set() {
+        // This machine's VM: everything but CAP_SYS_RESOURCE (bit 24).
+        let vm = "Name:\tx\nCapBnd:\t000001fffeffffff\nCapAmb:\t0\n";
+        assert_eq!(missing_capabilities(vm, 40), vec!["SYS_RESOURCE"]);
+        assert!(missing_capabilities("CapBnd:\t000001ffffffffff\n", 40).is_empty());
+        // Bits beyond what the kernel knows are not missing.
+        assert!(missing_capabilities("CapBnd:\t000000ffffffffff\n", 39).is_empty());
+        assert_eq!(missing_capabilities("CapBnd:\t000000ffffffffff\n", 40), vec!["CHECKPOINT_RESTORE"]);
+        assert!(missing_capabilities("no such line", 40).is_empty());
+    }
+
+    #[test]
+    fn the_shim_replaces_privileged_on_run_and_drops_it_on_exec() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("kh-shim-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // A fake docker that prints its arguments one per line.
+        let real = dir.join("real-docker");
+        std::fs::write(&real, "#!/bin/sh\nfor a in \"$@\"; do echo \"$a\"; done\n")?;
+        let shim = dir.join("docker");
+        std::fs::write(&shim, docker_shim(&real, &["SYS_RESOURCE"], false))?;
+        for p in [&real, &shim] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let args = |argv: &[&str]| -> std::result::Result<Vec<String>, std::io::Error> {
+            let out = Command::new(&shim).args(argv).output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
+        };
+        let run = args(&["run", "--privileged", "--name", "a b", "img"])?;
+        assert_eq!(run[..2], ["run", "--cap-add=ALL"]);
+        assert!(run.contains(&"--cap-drop=SYS_RESOURCE".to_owned()), "{run:?}");
+        assert!(run.contains(&"seccomp=unconfined".to_owned()), "{run:?}");
+        assert!(!run.contains(&"--privileged".to_owned()), "{run:?}");
+        assert_eq!(run[run.len() - 3..], ["--name", "a b", "img"], "arguments with spaces survive");
+        assert_eq!(args(&["exec", "--privileged", "-i", "node", "cat", "x"])?, ["exec", "-i", "node", "cat", "x"]);
+        assert_eq!(args(&["ps", "--privileged"])?, ["ps", "--privileged"], "other commands untouched");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn cluster_names_carry_their_owner() {
+        assert_eq!(owner_pid("kube-harness-4242-abc"), Some(4242));
+        assert_eq!(owner_pid("kind"), None);
+        assert_eq!(owner_pid("kube-harness-x-1"), None);
+        let v = KubeVersion::default();
+        let a = reused_name(&v, "img:a");
+        assert!(a.starts_with("kh-reuse-") && owner_pid(&a).is_none(), "{a}");
+        assert_ne!(a, reused_name(&v, "img:b"));
+        assert!(a.len() < 40, "{a}");
     }
 }

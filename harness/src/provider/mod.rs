@@ -84,7 +84,7 @@ pub fn unavailable(provider: Provider, version: &KubeVersion) -> Option<String> 
     let ready = match provider {
         Provider::Local | Provider::Existing => Ok(()),
         Provider::Kind => docker::docker_available()
-            .and_then(|()| docker::run(&["kind".into(), "version".into()]).map(drop))
+            .and_then(|()| kind::cli_unavailable().map_or(Ok(()), |why| Err(Error::Provider(why))))
             .and_then(|()| docker::image_present(&kind::node_image(version))),
         Provider::K3s => docker::docker_available().and_then(|()| docker::image_present(&k3s::image(version))),
     };
@@ -164,7 +164,10 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
         Provider::Existing => existing::connect(options.kubeconfig.as_deref()).await,
         Provider::Kind => {
             let create = move |dir: &Path, kubeconfig: &Path| kind::KindCluster::create(&version, dir, kubeconfig);
-            start_from_tool(provider, create, |guard, run_dir| Origin::Kind { guard, run_dir }).await
+            let cluster = start_from_tool(provider, create, |guard, run_dir| Origin::Kind { guard, run_dir }).await?;
+            // Dropped (so deleted) when a wait fails.
+            crate::cluster::workloads::wait_for_nodes_and_networking(&cluster, version).await?;
+            Ok(cluster)
         }
         Provider::K3s => {
             let create = move |_: &Path, kubeconfig: &Path| k3s::K3sContainer::start(&version, kubeconfig);
