@@ -69,7 +69,7 @@ pub(crate) async fn run(
     if expectations.failed_discovery {
         for api_service in &target.plan.api_services {
             let t = Instant::now();
-            let outcome = failed_discovery(&client, running, api_service.name()).await;
+            let outcome = failed_discovery(cluster, &client, running, api_service.name()).await;
             rec.record(
                 format!("APIService {} FailedDiscoveryCheck and recovery", api_service.name()),
                 t,
@@ -156,25 +156,51 @@ async fn round_trip(client: &Client, object: &Value) -> Result<Value> {
 }
 
 async fn failed_discovery(
+    cluster: &Cluster,
     client: &Client,
     running: &mut RunningTarget,
     apiservice: &str,
 ) -> std::result::Result<String, String> {
     let patience = Duration::from_secs(30);
-    running.stop_backend();
+    // In the cluster the backend's Deployment is scaled to 0 and back; on this host its
+    // process is stopped and started again.
+    let in_cluster = running.backend_in_cluster();
+    if in_cluster {
+        running
+            .scale_backend(cluster, false, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+    } else {
+        running.stop_backend();
+    }
     nudge_apiservice(client, apiservice).await.map_err(|e| e.to_string())?;
     let (_, reason, _) = wait_apiservice_status(client, apiservice, "False", patience)
         .await
         .map_err(|e| format!("backend stopped, but: {e}"))?;
-    if reason != "FailedDiscoveryCheck" {
-        return Err(format!(
-            "Available=False with reason {reason}, expected FailedDiscoveryCheck"
-        ));
+    // Behind a ClusterIP Service with no ready pod the aggregator does not dial at all: it
+    // says MissingEndpoints. A host backend's ExternalName Service always resolves, so there
+    // the dial fails: FailedDiscoveryCheck.
+    let expected = if in_cluster {
+        "MissingEndpoints"
+    } else {
+        "FailedDiscoveryCheck"
+    };
+    if reason != expected {
+        return Err(format!("Available=False with reason {reason}, expected {expected}"));
     }
-    running.restart_backend(&[]).await.map_err(|e| e.to_string())?;
+    if in_cluster {
+        running.scale_backend(cluster, true, &[]).await
+    } else {
+        running.restart_backend(&[]).await
+    }
+    .map_err(|e| e.to_string())?;
     nudge_apiservice(client, apiservice).await.map_err(|e| e.to_string())?;
     wait_apiservice_status(client, apiservice, "True", patience)
         .await
         .map_err(|e| format!("backend restarted, but: {e}"))?;
-    Ok("Available=False (FailedDiscoveryCheck) while stopped, True after restart".into())
+    Ok(if in_cluster {
+        "Available=False (MissingEndpoints) while scaled to 0, True after scaling back".into()
+    } else {
+        "Available=False (FailedDiscoveryCheck) while stopped, True after restart".into()
+    })
 }

@@ -75,7 +75,13 @@ pub(crate) async fn wait_for_nodes_and_networking(cluster: &Cluster, version: Ku
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
     for name in ["kube-proxy", "kube-harness-cni"] {
         if daemonsets.get_opt(name).await?.is_some() {
-            wait_daemonset(&client, "kube-system", name, deadline.saturating_duration_since(Instant::now())).await?;
+            wait_daemonset(
+                &client,
+                "kube-system",
+                name,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await?;
         }
     }
     tracing::info!(elapsed = ?started.elapsed(), "nodes Ready, kube-proxy running");
@@ -152,7 +158,13 @@ pub(crate) async fn wait_deployment(client: &Client, namespace: &str, name: &str
 fn selector_of(selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> String {
     selector
         .and_then(|s| s.match_labels.as_ref())
-        .map(|labels| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default()
 }
 
@@ -195,15 +207,12 @@ where
 }
 
 fn hopeless_reason(pod: &Pod) -> Option<String> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find_map(|c| {
-            let reason = c.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
-            HOPELESS.contains(&reason.as_str()).then(|| format!("{reason} (container {})", c.name))
-        })
+    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find_map(|c| {
+        let reason = c.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
+        HOPELESS
+            .contains(&reason.as_str())
+            .then(|| format!("{reason} (container {})", c.name))
+    })
 }
 
 /// One pod's phase, its containers' states and restarts, its last events and the tail of each
@@ -226,7 +235,11 @@ pub(crate) async fn describe_pod(client: &Client, pod: &Pod) -> String {
                     w.message.clone().unwrap_or_default()
                 )
             } else if let Some(t) = &s.terminated {
-                format!("terminated: exit code {} {}", t.exit_code, t.reason.clone().unwrap_or_default())
+                format!(
+                    "terminated: exit code {} {}",
+                    t.exit_code,
+                    t.reason.clone().unwrap_or_default()
+                )
             } else {
                 "running".to_owned()
             }

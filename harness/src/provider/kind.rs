@@ -56,9 +56,7 @@ fn cgroup_v1() -> bool {
 /// and the aggregation layer needs no cluster DNS); on a cgroup v1 host, kubelet told to run
 /// anyway.
 pub(crate) fn config(image: &str, cgroup_v1: bool) -> String {
-    let mut patches = String::from(
-        "  - |\n    kind: InitConfiguration\n    skipPhases: [preflight, addon/coredns]\n",
-    );
+    let mut patches = String::from("  - |\n    kind: InitConfiguration\n    skipPhases: [preflight, addon/coredns]\n");
     if cgroup_v1 {
         patches.push_str("  - |\n    kind: KubeletConfiguration\n    failCgroupV1: false\n");
     }
@@ -224,13 +222,19 @@ pub(crate) fn cli_unavailable() -> Option<String> {
     ))
 }
 
+/// The kind CLI for one cluster: its name, the binary, and the `docker` shim's directory when
+/// this host needs one.
+#[derive(Debug, Clone)]
+pub(crate) struct KindCli {
+    name: String,
+    kind: PathBuf,
+    shim: Option<PathBuf>,
+}
+
 /// A kind cluster this process created or reuses; deleted on drop unless reused.
 #[derive(Debug)]
 pub(crate) struct KindCluster {
-    name: String,
-    kind: PathBuf,
-    /// The directory of the `docker` shim, when this host needs one.
-    shim: Option<PathBuf>,
+    cli: KindCli,
     keep: bool,
 }
 
@@ -258,19 +262,20 @@ impl KindCluster {
             format!("kube-harness-{}-{}", std::process::id(), run_dir_suffix(run_dir))
         };
         let mut cluster = Self {
-            name,
-            kind,
-            shim,
+            cli: KindCli { name, kind, shim },
             keep,
         };
-        cluster.sweep_dead();
-        if keep && cluster.exists()? {
-            eprintln!("kube-harness: reusing kind cluster {} (KUBE_HARNESS_KIND_REUSE=1)", cluster.name);
-            cluster.kind_run(&[
+        cluster.cli.sweep_dead();
+        if keep && cluster.cli.exists()? {
+            eprintln!(
+                "kube-harness: reusing kind cluster {} (KUBE_HARNESS_KIND_REUSE=1)",
+                cluster.cli.name
+            );
+            cluster.cli.kind_run(&[
                 "export".into(),
                 "kubeconfig".into(),
                 "--name".into(),
-                cluster.name.clone(),
+                cluster.cli.name.clone(),
                 "--kubeconfig".into(),
                 kubeconfig.display().to_string(),
             ])?;
@@ -278,37 +283,32 @@ impl KindCluster {
         }
         let config_path: PathBuf = run_dir.join("kind.yaml");
         std::fs::write(&config_path, config(&image, cgroup_v1())).map_err(Error::io("write", &config_path))?;
-        eprintln!("kube-harness: creating kind cluster {} ({image}) …", cluster.name);
+        eprintln!("kube-harness: creating kind cluster {} ({image}) …", cluster.cli.name);
         let started = Instant::now();
         // From here on a failure drops `cluster`, which deletes whatever kind created (also
         // when the cluster was to be kept: a half-made cluster is no use to the next run).
-        let outcome = cluster.kind_streamed(&create_command(&cluster.name, &config_path, kubeconfig));
+        let outcome = cluster
+            .cli
+            .kind_streamed(&create_command(&cluster.cli.name, &config_path, kubeconfig));
         if let Err(e) = outcome {
             cluster.keep = false;
             return Err(e);
         }
         eprintln!(
             "kube-harness: kind cluster {} created in {:.1}s",
-            cluster.name,
+            cluster.cli.name,
             started.elapsed().as_secs_f64()
         );
         Ok(cluster)
     }
 
-    /// The cluster's name (`kind get clusters`).
-    pub(crate) fn name(&self) -> &str {
-        &self.name
+    /// The CLI for this cluster (to load images into it).
+    pub(crate) fn cli(&self) -> KindCli {
+        self.cli.clone()
     }
+}
 
-    /// The node containers' names (`kind get nodes`).
-    ///
-    /// # Errors
-    /// [`Error::Provider`] when kind fails.
-    pub(crate) fn nodes(&self) -> Result<Vec<String>> {
-        let out = self.kind_run(&["get".into(), "nodes".into(), "--name".into(), self.name.clone()])?;
-        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
-    }
-
+impl KindCli {
     /// `kind load docker-image IMAGE` into this cluster's nodes.
     ///
     /// # Errors
@@ -396,7 +396,12 @@ impl KindCluster {
 
     fn clusters(&self) -> Result<Vec<String>> {
         let out = self.kind_run(&["get".into(), "clusters".into()])?;
-        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     fn exists(&self) -> Result<bool> {
@@ -461,7 +466,13 @@ fn prepare_shim(run_dir: &Path) -> Result<Option<PathBuf>> {
 fn run_dir_suffix(run_dir: &Path) -> String {
     run_dir
         .file_name()
-        .map(|n| n.to_string_lossy().rsplit('-').next().unwrap_or_default().to_lowercase())
+        .map(|n| {
+            n.to_string_lossy()
+                .rsplit('-')
+                .next()
+                .unwrap_or_default()
+                .to_lowercase()
+        })
         .unwrap_or_default()
         .chars()
         .filter(char::is_ascii_alphanumeric)
@@ -475,17 +486,18 @@ impl Drop for KindCluster {
             return;
         }
         let started = Instant::now();
-        match self.kind_run(&delete_args(&self.name)) {
-            Ok(_) => tracing::info!(cluster = %self.name, elapsed = ?started.elapsed(), "kind cluster deleted"),
+        let name = &self.cli.name;
+        match self.cli.kind_run(&delete_args(name)) {
+            Ok(_) => tracing::info!(cluster = %name, elapsed = ?started.elapsed(), "kind cluster deleted"),
             Err(e) => {
                 // kind may not be runnable any more; remove the node containers directly.
-                eprintln!("kube-harness: could not delete kind cluster {}: {e}", self.name);
+                eprintln!("kube-harness: could not delete kind cluster {name}: {e}");
                 let _ = run(&[
                     "docker".into(),
                     "rm".into(),
                     "-f".into(),
                     "-v".into(),
-                    format!("{}-control-plane", self.name),
+                    format!("{name}-control-plane"),
                 ]);
             }
         }
@@ -508,7 +520,10 @@ mod tests {
             "{c}"
         );
         let v1 = config("img", true);
-        assert!(v1.contains("    kind: KubeletConfiguration\n    failCgroupV1: false\n"), "{v1}");
+        assert!(
+            v1.contains("    kind: KubeletConfiguration\n    failCgroupV1: false\n"),
+            "{v1}"
+        );
     }
 
     #[test]
@@ -528,12 +543,16 @@ mod tests {
         assert!(missing_capabilities("CapBnd:\t000001ffffffffff\n", 40).is_empty());
         // Bits beyond what the kernel knows are not missing.
         assert!(missing_capabilities("CapBnd:\t000000ffffffffff\n", 39).is_empty());
-        assert_eq!(missing_capabilities("CapBnd:\t000000ffffffffff\n", 40), vec!["CHECKPOINT_RESTORE"]);
+        assert_eq!(
+            missing_capabilities("CapBnd:\t000000ffffffffff\n", 40),
+            vec!["CHECKPOINT_RESTORE"]
+        );
         assert!(missing_capabilities("no such line", 40).is_empty());
     }
 
     #[test]
-    fn the_shim_replaces_privileged_on_run_and_drops_it_on_exec() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    fn the_shim_replaces_privileged_on_run_and_drops_it_on_exec() -> std::result::Result<(), Box<dyn std::error::Error>>
+    {
         let dir = std::env::temp_dir().join(format!("kh-shim-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         // A fake docker that prints its arguments one per line.
@@ -547,16 +566,30 @@ mod tests {
         }
         let args = |argv: &[&str]| -> std::result::Result<Vec<String>, std::io::Error> {
             let out = Command::new(&shim).args(argv).output()?;
-            Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect())
         };
         let run = args(&["run", "--privileged", "--name", "a b", "img"])?;
         assert_eq!(run[..2], ["run", "--cap-add=ALL"]);
         assert!(run.contains(&"--cap-drop=SYS_RESOURCE".to_owned()), "{run:?}");
         assert!(run.contains(&"seccomp=unconfined".to_owned()), "{run:?}");
         assert!(!run.contains(&"--privileged".to_owned()), "{run:?}");
-        assert_eq!(run[run.len() - 3..], ["--name", "a b", "img"], "arguments with spaces survive");
-        assert_eq!(args(&["exec", "--privileged", "-i", "node", "cat", "x"])?, ["exec", "-i", "node", "cat", "x"]);
-        assert_eq!(args(&["ps", "--privileged"])?, ["ps", "--privileged"], "other commands untouched");
+        assert_eq!(
+            run[run.len() - 3..],
+            ["--name", "a b", "img"],
+            "arguments with spaces survive"
+        );
+        assert_eq!(
+            args(&["exec", "--privileged", "-i", "node", "cat", "x"])?,
+            ["exec", "-i", "node", "cat", "x"]
+        );
+        assert_eq!(
+            args(&["ps", "--privileged"])?,
+            ["ps", "--privileged"],
+            "other commands untouched"
+        );
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

@@ -91,6 +91,11 @@ pub fn unavailable(provider: Provider, version: &KubeVersion) -> Option<String> 
     ready.err().map(|e| e.to_string())
 }
 
+/// Whether `image` is in the local Docker engine.
+pub(crate) fn docker_image_present(image: &str) -> bool {
+    docker::image_present(image).is_ok()
+}
+
 /// How to start (or reach) a cluster, beside its provider and version.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]

@@ -28,14 +28,8 @@ pub(super) struct StartedBackend {
 }
 
 impl Cluster {
-    pub(super) async fn start_backend(
-        &self,
-        target: &Target,
-        backend: &spec::Backend,
-        certs: &BTreeMap<String, KeyedCert>,
-        work: &Path,
-        etcd_url: &str,
-    ) -> Result<StartedBackend> {
+    /// The backend's binary: built (Go module, cargo package) or found (`program`).
+    pub(super) async fn backend_program(&self, target: &Target, backend: &spec::Backend) -> Result<PathBuf> {
         let program = if let Some(module) = &backend.go_module {
             let version = backend
                 .go_version
@@ -68,9 +62,23 @@ impl Cluster {
                 }
             }
         };
+        Ok(program)
+    }
+
+    pub(super) async fn start_backend(
+        &self,
+        target: &Target,
+        backend: &spec::Backend,
+        certs: &BTreeMap<String, KeyedCert>,
+        work: &Path,
+        etcd_url: &str,
+    ) -> Result<StartedBackend> {
+        let program = self.backend_program(target, backend).await?;
         let port = free_port("backend")?;
         let mut vars = BTreeMap::new();
         vars.insert("port".to_owned(), port.to_string());
+        // In the cluster a backend binds every address of its pod (see `incluster`).
+        vars.insert("bindAddress".to_owned(), "127.0.0.1".to_owned());
         vars.insert("etcdUrl".to_owned(), etcd_url.to_owned());
         vars.insert(
             "kubeconfig".to_owned(),
@@ -165,7 +173,7 @@ impl Cluster {
     }
 }
 
-fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<String> {
+pub(super) fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<String> {
     let mut out = String::new();
     for piece in super::spec::placeholders(template).map_err(Error::Fixture)? {
         match piece {

@@ -20,6 +20,7 @@ pub mod apply;
 mod backend;
 pub mod expect;
 pub(crate) mod identity;
+pub(crate) mod incluster;
 pub mod load;
 pub mod plan;
 mod references;

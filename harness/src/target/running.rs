@@ -26,6 +26,8 @@ pub struct RunningTarget {
     pub(super) cas: BTreeMap<String, Ca>,
     pub(super) port: Option<u16>,
     pub(super) backend: Option<Child>,
+    /// The backend's Deployment, on providers that run it in the cluster.
+    pub(super) in_cluster: Option<super::incluster::InClusterBackend>,
     pub(super) launch: Option<ChildSpec>,
     pub(super) timings: TargetTimings,
     /// A private etcd for the backend, on clusters whose etcd the harness cannot reach.
@@ -104,6 +106,36 @@ impl RunningTarget {
             .get(issuer)
             .ok_or_else(|| Error::Fixture(format!("target {}: no CA named {issuer:?}", self.name)))?;
         write_cert(&self.work.join("certs"), name, &ca.issue(spec)?)
+    }
+
+    /// Whether the backend runs in the cluster (a Deployment) rather than on this host.
+    pub fn backend_in_cluster(&self) -> bool {
+        self.in_cluster.is_some()
+    }
+
+    /// For a backend in the cluster: scale its Deployment to 0 (`up == false`: the backend is
+    /// down, the APIService stays and the aggregator notices) or back to 1 with `extra`
+    /// arguments appended (a fault flag), and wait for it to be available again.
+    ///
+    /// # Errors
+    /// [`Error::Fixture`] if the backend does not run in the cluster; API errors;
+    /// [`Error::NotReady`] when it does not come back.
+    pub async fn scale_backend(&mut self, cluster: &Cluster, up: bool, extra: &[String]) -> Result<()> {
+        let deployed = self
+            .in_cluster
+            .clone()
+            .ok_or_else(|| Error::Fixture(format!("target {}: its backend does not run in the cluster", self.name)))?;
+        let mut args = deployed.args.clone();
+        args.extend(extra.iter().cloned());
+        cluster
+            .scale_backend_in_cluster(&deployed, i32::from(up), &args)
+            .await?;
+        if up {
+            cluster
+                .wait_backend_in_cluster(&deployed, Duration::from_secs(60))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stop the backend (the APIService stays: the aggregator will notice).

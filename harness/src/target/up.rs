@@ -68,6 +68,7 @@ impl Cluster {
             cas: BTreeMap::new(),
             port: None,
             backend: None,
+            in_cluster: None,
             launch: None,
             timings: TargetTimings::default(),
             etcd: None,
@@ -121,9 +122,16 @@ impl Cluster {
             }
         };
         let patience = Duration::from_secs(30);
+        // A cluster that runs pods but cannot reach this host runs the backend as a
+        // Deployment, behind a ClusterIP Service (see `incluster`).
+        let in_cluster = !self.has(crate::Capability::HostBackends) && self.has(crate::Capability::RunsPods);
 
         for prerequisite in &plan.prerequisites {
             let doc = prerequisite.doc();
+            let rewritten = in_cluster
+                .then(|| super::incluster::in_cluster_service(doc, &target.name))
+                .flatten();
+            let doc = rewritten.as_ref().unwrap_or(doc);
             let mut applied = apply::apply_one(client, doc, patience_for(doc)).await?;
             match prerequisite {
                 Prerequisite::Crd(crd) => {
@@ -137,7 +145,20 @@ impl Cluster {
             running.applied.push(applied);
         }
 
-        if let Some(backend) = target.spec.as_ref().and_then(|s| s.backend.as_ref()) {
+        let backend = target.spec.as_ref().and_then(|s| s.backend.as_ref());
+        if let Some(backend) = backend.filter(|_| in_cluster) {
+            let (deployed, docs) = self
+                .start_backend_in_cluster(target, backend, &running.certs, work)
+                .await?;
+            let started = Instant::now();
+            for doc in &docs {
+                running.applied.push(apply::apply_one(client, doc, patience).await?);
+            }
+            running.in_cluster = Some(deployed.clone());
+            let timeout = Duration::from_secs(backend.start_timeout_seconds.unwrap_or(60));
+            self.wait_backend_in_cluster(&deployed, timeout).await?;
+            running.timings.backend_ready = started.elapsed();
+        } else if let Some(backend) = backend {
             let uses_etcd = backend.uses_placeholder("etcdUrl");
             if uses_etcd && self.info().etcd_url.is_empty() && running.etcd.is_none() {
                 // Someone else's cluster: its etcd is out of reach, so the backend gets its own.
@@ -179,6 +200,8 @@ impl Cluster {
                 }
                 if let (Some(port), Some(service)) = (running.port, api.service.as_mut()) {
                     service.port = Some(i32::from(port));
+                } else if let (Some(_), Some(service)) = (&running.in_cluster, api.service.as_mut()) {
+                    service.port = Some(443);
                 }
             }
             let mut applied = apply::apply_one(client, &planned.document()?, patience).await?;
