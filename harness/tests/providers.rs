@@ -109,10 +109,44 @@ async fn an_unusable_kubeconfig_is_a_clear_error() -> anyhow::Result<()> {
 async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Provider) -> anyhow::Result<()> {
     let version = kube_harness::assets::KubeVersion::default();
     if let Some(reason) = kube_harness::provider::unavailable(provider, &version) {
+        // CI builds a node image and sets this: a broken kind setup must not pass as a skip.
+        let required = std::env::var("KUBE_HARNESS_REQUIRE_KIND").is_ok_and(|v| v == "1");
+        assert!(
+            !(required && provider == Provider::Kind),
+            "KUBE_HARNESS_REQUIRE_KIND=1, but kind cannot run: {reason}"
+        );
         println!("skipped: {reason}");
         return Ok(());
     }
     let cluster = start(provider, version, StartOptions::default()).await?;
+    let node_containers = |name: &str| -> anyhow::Result<Vec<String>> {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=io.x-k8s.kind.cluster={name}"),
+                "--format",
+                "{{.Names}}",
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    };
+    let kind_name = cluster.info().run_dir.join("kind.yaml").exists().then(|| {
+        let server = cluster
+            .admin_kubeconfig()
+            .contexts
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        server.trim_start_matches("kind-").to_owned()
+    });
+    if let Some(name) = &kind_name {
+        assert_eq!(node_containers(name)?.len(), 1, "one node container for {name}");
+    }
     let namespaces = Api::<Namespace>::all(cluster.client().await?)
         .list(&Default::default())
         .await?;
@@ -127,5 +161,11 @@ async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Pro
     let run_dir = cluster.info().run_dir.clone();
     drop(cluster);
     assert!(!run_dir.exists());
+    if let Some(name) = &kind_name {
+        assert!(
+            node_containers(name)?.is_empty(),
+            "kind node containers of {name} left behind"
+        );
+    }
     Ok(())
 }

@@ -276,6 +276,23 @@ async fn checks(
             Some(status) => Err(format!("backend exited: {status}")),
         };
         rec.record("backend still running", Instant::now(), outcome);
+    } else if let Some(deployed) = running.in_cluster() {
+        let t = Instant::now();
+        let outcome = match crate::cluster::workloads::wait_deployment(
+            &client,
+            &deployed.namespace,
+            &deployed.deployment,
+            std::time::Duration::ZERO,
+        )
+        .await
+        {
+            Ok(()) => Ok(format!(
+                "Deployment {}/{} available",
+                deployed.namespace, deployed.deployment
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        rec.record("backend still running", t, outcome);
     }
 }
 

@@ -123,8 +123,8 @@ pub(crate) async fn wait_daemonset(client: &Client, namespace: &str, name: &str,
     let object = format!("DaemonSet {namespace}/{name}");
     wait_pods(client, namespace, &object, timeout, || async {
         let ds = api.get(name).await?;
+        let selector = selector_of(&ds);
         let status = ds.status.unwrap_or_default();
-        let selector = selector_of(Some(&ds.spec.selector));
         let done = status.desired_number_scheduled >= 1
             && status.number_ready == status.desired_number_scheduled
             && status.updated_number_scheduled.unwrap_or(0) == status.desired_number_scheduled;
@@ -142,8 +142,8 @@ pub(crate) async fn wait_deployment(client: &Client, namespace: &str, name: &str
     let object = format!("Deployment {namespace}/{name}");
     wait_pods(client, namespace, &object, timeout, || async {
         let d = api.get(name).await?;
-        let want = d.spec.replicas.unwrap_or(1);
-        let selector = selector_of(Some(&d.spec.selector));
+        let want = spec_replicas(&d);
+        let selector = selector_of(&d);
         let generation = d.metadata.generation.unwrap_or(0);
         let status = d.status.unwrap_or_default();
         let done = status.observed_generation.unwrap_or(0) >= generation
@@ -155,17 +155,62 @@ pub(crate) async fn wait_deployment(client: &Client, namespace: &str, name: &str
     .await
 }
 
-fn selector_of(selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> String {
-    selector
-        .and_then(|s| s.match_labels.as_ref())
+/// Wait until a pod of Deployment `namespace/name` has written `text` to its log (backends
+/// that serve nothing say when they are ready).
+///
+/// # Errors
+/// [`Error::NotReady`] with its pods' states, events and log tails.
+pub(crate) async fn wait_deployment_log(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    text: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let object = format!("Deployment {namespace}/{name} (waiting for {text:?} in its log)");
+    wait_pods(client, namespace, &object, timeout, || async {
+        let d = api.get(name).await?;
+        let selector = selector_of(&d);
+        for pod in pods.list(&ListParams::default().labels(&selector)).await?.items {
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            if let Ok(log) = pods.logs(&pod_name, &LogParams::default()).await
+                && log.contains(text)
+            {
+                return Ok((true, selector));
+            }
+        }
+        Ok((false, selector))
+    })
+    .await
+}
+
+/// The `matchLabels` of an object's `spec.selector`, as a label selector. Read through JSON:
+/// k8s-openapi releases differ on whether a workload's `spec` is optional.
+fn selector_of(object: &impl serde::Serialize) -> String {
+    let value = serde_json::to_value(object).unwrap_or_default();
+    value
+        .pointer("/spec/selector/matchLabels")
+        .and_then(serde_json::Value::as_object)
         .map(|labels| {
             labels
                 .iter()
-                .map(|(k, v)| format!("{k}={v}"))
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
                 .collect::<Vec<_>>()
                 .join(",")
         })
         .unwrap_or_default()
+}
+
+/// `spec.replicas` (default 1), read as [`selector_of`] reads.
+fn spec_replicas(object: &impl serde::Serialize) -> i32 {
+    serde_json::to_value(object)
+        .unwrap_or_default()
+        .pointer("/spec/replicas")
+        .and_then(serde_json::Value::as_i64)
+        .and_then(|r| i32::try_from(r).ok())
+        .unwrap_or(1)
 }
 
 /// Poll `done` (which also gives the pods' label selector) until it says so; fail at once

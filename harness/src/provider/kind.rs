@@ -281,6 +281,9 @@ impl KindCluster {
             ])?;
             return Ok(cluster);
         }
+        if !keep {
+            cluster.cli.spawn_reaper();
+        }
         let config_path: PathBuf = run_dir.join("kind.yaml");
         std::fs::write(&config_path, config(&image, cgroup_v1())).map_err(Error::io("write", &config_path))?;
         eprintln!("kube-harness: creating kind cluster {} ({image}) …", cluster.cli.name);
@@ -394,6 +397,32 @@ impl KindCli {
         )))
     }
 
+    /// A process (its own process group, so a signal to the test runner's does not reach it)
+    /// that deletes the cluster once this process is gone: the shared cluster of a test
+    /// process lives in a static, which is never dropped, and a killed runner drops nothing.
+    /// After a normal drop it finds the cluster deleted already.
+    fn spawn_reaper(&self) {
+        use std::os::unix::process::CommandExt as _;
+        let cmd = self.command();
+        let spawned = Command::new("sh")
+            .args([
+                "-c",
+                "while kill -0 \"$0\" 2>/dev/null; do sleep 1; done; exec \"$1\" delete cluster --name \"$2\" >/dev/null 2>&1",
+            ])
+            .arg(std::process::id().to_string())
+            .arg(&self.kind)
+            .arg(&self.name)
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no reaper for the kind cluster; the next kind start deletes it if this process dies");
+        }
+    }
+
     fn clusters(&self) -> Result<Vec<String>> {
         let out = self.kind_run(&["get".into(), "clusters".into()])?;
         Ok(out
@@ -405,7 +434,7 @@ impl KindCli {
     }
 
     fn exists(&self) -> Result<bool> {
-        Ok(self.clusters()?.iter().any(|c| *c == self.name))
+        Ok(self.clusters()?.contains(&self.name))
     }
 
     /// Delete the clusters of processes that died before they could (`kube-harness-<pid>-…`).

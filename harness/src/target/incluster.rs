@@ -60,6 +60,8 @@ pub(crate) struct InClusterBackend {
     pub image: String,
     /// Its args as deployed (a restart appends to them).
     pub args: Vec<String>,
+    /// The target's `readinessLog`: ready once a pod's log holds it.
+    pub readiness_log: Option<String>,
 }
 
 /// The Deployment's namespace and ServiceAccount: from `serviceAccount`, required in-cluster.
@@ -282,6 +284,7 @@ impl Cluster {
             deployment: deployment_name(&target.name),
             image: image.clone(),
             args,
+            readiness_log: backend.readiness_log.clone(),
         };
         let etcd_image = if backend.uses_placeholder("etcdUrl") {
             Some(self.etcd_image(&client).await?)
@@ -335,7 +338,12 @@ impl Cluster {
     /// events, log tails).
     pub(super) async fn wait_backend_in_cluster(&self, deployed: &InClusterBackend, timeout: Duration) -> Result<()> {
         let client = self.client().await?;
-        crate::cluster::workloads::wait_deployment(&client, &deployed.namespace, &deployed.deployment, timeout).await
+        let (namespace, name) = (&deployed.namespace, &deployed.deployment);
+        match &deployed.readiness_log {
+            // No probe to make it unready: ready once it says so (and not crashing).
+            Some(text) => crate::cluster::workloads::wait_deployment_log(&client, namespace, name, text, timeout).await,
+            None => crate::cluster::workloads::wait_deployment(&client, namespace, name, timeout).await,
+        }
     }
 
     /// Scale the backend's Deployment to `replicas` (0: the backend is down, as a fault), with

@@ -108,6 +108,11 @@ impl RunningTarget {
         write_cert(&self.work.join("certs"), name, &ca.issue(spec)?)
     }
 
+    /// The backend's Deployment, when it runs in the cluster.
+    pub(crate) fn in_cluster(&self) -> Option<&super::incluster::InClusterBackend> {
+        self.in_cluster.as_ref()
+    }
+
     /// Whether the backend runs in the cluster (a Deployment) rather than on this host.
     pub fn backend_in_cluster(&self) -> bool {
         self.in_cluster.is_some()

@@ -1,0 +1,97 @@
+//! What only a cluster that runs pods can show: a target's backend as a Deployment under its
+//! own ServiceAccount. Runs when the shared cluster is a kind one (`KUBE_HARNESS_PROVIDER=kind`,
+//! as `scripts/test` runs it); elsewhere each test prints why it skips.
+
+mod common;
+
+use kube_harness::{Capability, Target};
+
+/// The shared cluster, if it runs backends in pods; `None` (reason printed) otherwise.
+async fn pod_cluster() -> anyhow::Result<Option<&'static kube_harness::Cluster>> {
+    let cluster = kube_harness::shared().await?;
+    for capability in [Capability::RunsPods] {
+        if let Some(reason) = cluster.lacks(capability) {
+            println!("skipped: {reason}");
+            return Ok(None);
+        }
+    }
+    if cluster.has(Capability::HostBackends) {
+        println!("skipped: this cluster reaches host backends, so targets run none in pods");
+        return Ok(None);
+    }
+    Ok(Some(cluster))
+}
+
+#[tokio::test]
+async fn a_backend_that_crashes_fails_the_bring_up_with_its_pod_state_and_log() -> anyhow::Result<()> {
+    let Some(cluster) = pod_cluster().await? else {
+        return Ok(());
+    };
+    let dir = common::copy_target("samples", "samples-crashing", |file, text| {
+        if file == "target.yaml" {
+            text.replace(
+                "args: [\"--kubeconfig={{backendKubeconfig}}\"]",
+                "args: [\"--no-such-flag\"]",
+            )
+        } else {
+            text
+        }
+    })?;
+    let target = Target::load(&dir)?;
+    let started = std::time::Instant::now();
+    let err = cluster
+        .up_target(&target)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    println!("{err}");
+    assert!(
+        err.contains("Deployment default/samples-backend") && err.contains("is not ready"),
+        "{err}"
+    );
+    assert!(err.contains("CrashLoopBackOff"), "named at once: {err}");
+    assert!(err.contains("--no-such-flag"), "the container's own words: {err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "hopeless states fail before the deadline"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_backend_without_its_rbac_is_refused_by_the_cluster_not_the_harness() -> anyhow::Result<()> {
+    let Some(cluster) = pod_cluster().await? else {
+        return Ok(());
+    };
+    // The requests server, with its RBAC file gone: in its pod it runs as its ServiceAccount
+    // only, so its SubjectAccessReviews are forbidden and it never becomes ready.
+    let dir = common::copy_target("requests", "requests-without-rbac", |file, text| {
+        if file == "rbac.yaml" {
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: requests-apiserver\n  namespace: requests-system\n"
+                .to_owned()
+        } else {
+            text
+        }
+    })?;
+    let target = Target::load(&dir)?;
+    let err = cluster
+        .up_target(&target)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    println!("{err}");
+    assert!(
+        err.contains("Deployment requests-system/requests-backend is not ready"),
+        "{err}"
+    );
+    assert!(err.contains("CrashLoopBackOff"), "{err}");
+    assert!(
+        err.contains(
+            "User \"system:serviceaccount:requests-system:requests-apiserver\" cannot get resource \"configmaps\""
+        ),
+        "the server's own words, about its own identity: {err}"
+    );
+    Ok(())
+}
