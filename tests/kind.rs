@@ -6,6 +6,10 @@ mod common;
 
 use kube_harness::{Capability, Target};
 
+/// The tests below bring up copies of the same targets (one namespace, one ServiceAccount,
+/// one Service): one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The shared cluster, if it runs backends in pods; `None` (reason printed) otherwise.
 async fn pod_cluster() -> anyhow::Result<Option<&'static kube_harness::Cluster>> {
     let cluster = kube_harness::shared().await?;
@@ -24,6 +28,7 @@ async fn pod_cluster() -> anyhow::Result<Option<&'static kube_harness::Cluster>>
 
 #[tokio::test]
 async fn a_backend_that_crashes_fails_the_bring_up_with_its_pod_state_and_log() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(cluster) = pod_cluster().await? else {
         return Ok(());
     };
@@ -61,6 +66,7 @@ async fn a_backend_that_crashes_fails_the_bring_up_with_its_pod_state_and_log() 
 
 #[tokio::test]
 async fn a_backend_without_its_rbac_is_refused_by_the_cluster_not_the_harness() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(cluster) = pod_cluster().await? else {
         return Ok(());
     };
@@ -92,6 +98,45 @@ async fn a_backend_without_its_rbac_is_refused_by_the_cluster_not_the_harness() 
             "User \"system:serviceaccount:requests-system:requests-apiserver\" cannot get resource \"configmaps\""
         ),
         "the server's own words, about its own identity: {err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_backend_that_never_becomes_ready_fails_at_its_deadline_with_the_probe_named() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(cluster) = pod_cluster().await? else {
+        return Ok(());
+    };
+    // The requests server, probed on a path it does not serve: it runs, and is never ready.
+    let dir = common::copy_target("requests", "requests-never-ready", |file, text| {
+        if file == "target.yaml" {
+            text.replace(
+                "    cargoPackage: requests-apiserver\n",
+                "    cargoPackage: requests-apiserver\n    readinessPath: /no-such-path\n    startTimeoutSeconds: 8\n",
+            )
+        } else {
+            text
+        }
+    })?;
+    let target = Target::load(&dir)?;
+    let started = std::time::Instant::now();
+    let err = cluster
+        .up_target(&target)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    println!("{err}");
+    assert!(
+        err.contains("Deployment requests-system/requests-backend is not ready after"),
+        "{err}"
+    );
+    assert!(err.contains("Readiness probe failed"), "the probe's event: {err}");
+    assert!(err.contains("(ready false, 0 restarts)"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "bounded by startTimeoutSeconds"
     );
     Ok(())
 }

@@ -169,3 +169,70 @@ async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Pro
     }
     Ok(())
 }
+
+/// kind with a bad node image: one that is not there is refused before anything starts, with
+/// what to do; one that is there but is no node image fails `kind create` half-way, and
+/// nothing of the cluster is left.
+#[tokio::test]
+async fn a_bad_kind_node_image_is_a_clear_error_and_leaves_nothing() -> anyhow::Result<()> {
+    let version = kube_harness::assets::KubeVersion::default();
+    if let Some(reason) = kube_harness::provider::unavailable(Provider::Kind, &version) {
+        let required = std::env::var("KUBE_HARNESS_REQUIRE_KIND").is_ok_and(|v| v == "1");
+        assert!(!required, "KUBE_HARNESS_REQUIRE_KIND=1, but kind cannot run: {reason}");
+        println!("skipped: {reason}");
+        return Ok(());
+    }
+    let absent = StartOptions::default().with_kind_image("kube-harness/no-such-node-image:v0");
+    let err = start(Provider::Kind, version, absent)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    let err = err.unwrap_or_default();
+    assert!(
+        err.contains("kube-harness/no-such-node-image:v0 is not present") && err.contains("scripts/kind-node-image"),
+        "{err}"
+    );
+
+    // An image that exists but is an empty filesystem: the node container cannot even start.
+    let image = "kube-harness/not-a-node-image:test";
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("tar -cf - --files-from /dev/null | docker import - {image} >/dev/null"),
+        ])
+        .status()?;
+    assert!(status.success(), "docker import of an empty image");
+    let before = kind_containers()?;
+    let started = std::time::Instant::now();
+    let err = start(Provider::Kind, version, StartOptions::default().with_kind_image(image))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    println!("{err}");
+    assert!(err.contains("`kind create cluster") && err.contains("failed"), "{err}");
+    assert!(err.contains("the last lines of its output"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(120));
+    assert_eq!(kind_containers()?, before, "a half-made cluster was left");
+    let _ = std::process::Command::new("docker").args(["rmi", image]).output();
+    Ok(())
+}
+
+fn kind_containers() -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.x-k8s.kind.cluster",
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()?;
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    Ok(names)
+}

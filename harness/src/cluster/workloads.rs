@@ -253,10 +253,27 @@ where
 
 fn hopeless_reason(pod: &Pod) -> Option<String> {
     pod.status.as_ref()?.container_statuses.as_ref()?.iter().find_map(|c| {
-        let reason = c.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
-        HOPELESS
-            .contains(&reason.as_str())
-            .then(|| format!("{reason} (container {})", c.name))
+        let waiting = c
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone());
+        if let Some(reason) = waiting.filter(|r| HOPELESS.contains(&r.as_str())) {
+            return Some(format!("{reason} (container {})", c.name));
+        }
+        // Between two back-offs the state may read `terminated` or `running`: a container that
+        // failed twice is crash-looping whatever the snapshot says.
+        let failed = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| t.exit_code != 0);
+        (c.restart_count >= 2 && failed).then(|| {
+            format!(
+                "CrashLoopBackOff (container {}: {} restarts after failing)",
+                c.name, c.restart_count
+            )
+        })
     })
 }
 
@@ -300,7 +317,8 @@ pub(crate) async fn describe_pod(client: &Client, pod: &Pod) -> String {
         let params = LogParams {
             container: Some(c.name.clone()),
             tail_lines: Some(15),
-            previous: c.restart_count > 0,
+            // The run that failed: the previous one while this one waits or runs, else this.
+            previous: c.restart_count > 0 && c.state.as_ref().is_none_or(|s| s.terminated.is_none()),
             ..LogParams::default()
         };
         if let Ok(log) = pods.logs(&name, &params).await

@@ -244,9 +244,14 @@ impl KindCluster {
     /// # Errors
     /// [`Error::Provider`] if Docker, the kind CLI or the node image is missing, or
     /// `kind create` fails (with the tail of its output; a partly created cluster is deleted).
-    pub(crate) fn create(version: &KubeVersion, run_dir: &Path, kubeconfig: &Path) -> Result<Self> {
+    pub(crate) fn create(
+        version: &KubeVersion,
+        image: Option<&str>,
+        run_dir: &Path,
+        kubeconfig: &Path,
+    ) -> Result<Self> {
         super::docker::docker_available()?;
-        let image = node_image(version);
+        let image = image.map_or_else(|| node_image(version), str::to_owned);
         super::docker::image_present(&image).map_err(|e| {
             Error::Provider(format!(
                 "{e}. For kind: KUBE_HARNESS_KIND_IMAGE names a node image; without a registry, \

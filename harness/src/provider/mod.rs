@@ -86,7 +86,14 @@ pub fn unavailable(provider: Provider, version: &KubeVersion) -> Option<String> 
         Provider::Kind => docker::docker_available()
             .and_then(|()| kind::cli_unavailable().map_or(Ok(()), |why| Err(Error::Provider(why))))
             .and_then(|()| docker::image_present(&kind::node_image(version))),
-        Provider::K3s => docker::docker_available().and_then(|()| docker::image_present(&k3s::image(version))),
+        Provider::K3s => docker::docker_available().and_then(|()| {
+            let image = k3s::image(version);
+            docker::image_present(&image).map_err(|_| {
+                Error::Provider(format!(
+                    "no {image} image here and none can be pulled (kube-harness never pulls; `docker load` one where you have it)"
+                ))
+            })
+        }),
     };
     ready.err().map(|e| e.to_string())
 }
@@ -109,6 +116,9 @@ pub struct StartOptions {
     pub attach: Option<PathBuf>,
     /// Existing: the kubeconfig (default `KUBECONFIG`, else `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
+    /// kind: the node image (default `KUBE_HARNESS_KIND_IMAGE`, else `kindest/node:v<version>`);
+    /// it must be present locally.
+    pub kind_image: Option<String>,
 }
 
 impl StartOptions {
@@ -126,6 +136,13 @@ impl StartOptions {
     #[must_use]
     pub fn with_strict_readyz(mut self) -> Self {
         self.strict_readyz = true;
+        self
+    }
+
+    /// Create kind clusters from this node image.
+    #[must_use]
+    pub fn with_kind_image(mut self, image: impl Into<String>) -> Self {
+        self.kind_image = Some(image.into());
         self
     }
 
@@ -168,7 +185,10 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
         },
         Provider::Existing => existing::connect(options.kubeconfig.as_deref()).await,
         Provider::Kind => {
-            let create = move |dir: &Path, kubeconfig: &Path| kind::KindCluster::create(&version, dir, kubeconfig);
+            let image = options.kind_image.clone();
+            let create = move |dir: &Path, kubeconfig: &Path| {
+                kind::KindCluster::create(&version, image.as_deref(), dir, kubeconfig)
+            };
             let cluster = start_from_tool(provider, create, |guard, run_dir| Origin::Kind { guard, run_dir }).await?;
             // Dropped (so deleted) when a wait fails.
             crate::cluster::workloads::wait_for_nodes_and_networking(&cluster, version).await?;
