@@ -189,9 +189,14 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
             let create = move |dir: &Path, kubeconfig: &Path| {
                 kind::KindCluster::create(&version, image.as_deref(), dir, kubeconfig)
             };
+            let started = std::time::Instant::now();
             let cluster = start_from_tool(provider, create, |guard, run_dir| Origin::Kind { guard, run_dir }).await?;
             // Dropped (so deleted) when a wait fails.
             crate::cluster::workloads::wait_for_nodes_and_networking(&cluster, version).await?;
+            eprintln!(
+                "kube-harness: kind cluster ready in {:.1}s (nodes Ready, kube-proxy running)",
+                started.elapsed().as_secs_f64()
+            );
             Ok(cluster)
         }
         Provider::K3s => {
