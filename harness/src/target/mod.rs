@@ -28,6 +28,7 @@ mod running;
 pub mod sources;
 pub mod spec;
 mod up;
+pub(crate) mod webhooks;
 
 use std::path::{Path, PathBuf};
 
@@ -101,6 +102,25 @@ impl Target {
                     return Err(Error::Fixture(format!(
                         "{}: Target/{}: `apiServices` names APIService {:?}, but no fixture file defines it",
                         doc.source, doc.name, svc.name
+                    )));
+                }
+            }
+            for hook in &spec.webhooks {
+                let admission = plan.admission.iter().any(|a| a.doc().name == hook.name);
+                let conversion = plan.crds().any(|c| {
+                    c.name() == hook.name
+                        && c.object
+                            .spec
+                            .conversion
+                            .as_ref()
+                            .is_some_and(|conv| conv.strategy == "Webhook")
+                });
+                if !admission && !conversion {
+                    return Err(Error::Fixture(format!(
+                        "{}: Target/{}: `webhooks` names {:?}, but no fixture file defines a \
+                         ValidatingWebhookConfiguration, MutatingWebhookConfiguration or CRD with a conversion \
+                         webhook of that name",
+                        doc.source, doc.name, hook.name
                     )));
                 }
             }

@@ -111,6 +111,17 @@ impl Admission {
             Self::Mutating(p) => &p.doc,
         }
     }
+
+    /// The document of the configuration as it is now (after the harness completed it).
+    ///
+    /// # Errors
+    /// [`Error::Json`] if it cannot be serialized.
+    pub fn document(&self) -> Result<Document> {
+        match self {
+            Self::Validating(p) => p.document(),
+            Self::Mutating(p) => p.document(),
+        }
+    }
 }
 
 /// What bring-up applies, in order: prerequisites, then (after the backend is ready) the

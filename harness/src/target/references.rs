@@ -58,6 +58,11 @@ pub(crate) struct Reference {
     pub what: String,
     /// Where it points.
     pub endpoint: Endpoint,
+    /// Its `caBundle` (PEM), when it has one: the call is then also made over TLS, as
+    /// kube-apiserver makes it.
+    pub ca_pem: Option<String>,
+    /// Its `path` (services) — where the TLS probe posts.
+    pub path: Option<String>,
 }
 
 fn service_endpoint(namespace: &str, name: &str, port: Option<i32>) -> Endpoint {
@@ -92,6 +97,10 @@ impl Plan {
                 object: crd.doc.display_name(),
                 what: "conversion webhook".into(),
                 endpoint,
+                ca_pem: config
+                    .and_then(|c| c.ca_bundle.as_ref())
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned()),
+                path: config.and_then(|c| c.service.as_ref()?.path.clone()),
             });
         }
         for admission in &self.admission {
@@ -105,6 +114,11 @@ impl Plan {
                     object: admission.doc().display_name(),
                     what: format!("webhook {name}"),
                     endpoint,
+                    ca_pem: config
+                        .ca_bundle
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(&b.0).into_owned()),
+                    path: config.service.as_ref().and_then(|s| s.path.clone()),
                 });
             }
         }
@@ -119,7 +133,24 @@ impl Plan {
 pub(crate) async fn check(cluster: &Cluster, client: &Client, plan: &Plan) -> Result<()> {
     let dial = cluster.has(Capability::HostBackends);
     for reference in plan.webhook_references() {
-        if let Err(problem) = answers(client, &reference.endpoint, dial).await {
+        let answered = match answers(client, &reference.endpoint, dial).await {
+            Ok(Some(addr)) => match (&reference.ca_pem, &reference.endpoint) {
+                (Some(ca), Endpoint::Service { namespace, name, port }) => {
+                    answers_tls(
+                        ca,
+                        &format!("{name}.{namespace}.svc"),
+                        *port,
+                        addr,
+                        reference.path.as_deref(),
+                    )
+                    .await
+                }
+                _ => Ok(()),
+            },
+            Ok(None) => Ok(()),
+            Err(problem) => Err(problem),
+        };
+        if let Err(problem) = answered {
             return Err(Error::DeadReference {
                 object: reference.object,
                 what: reference.what,
@@ -131,8 +162,46 @@ pub(crate) async fn check(cluster: &Cluster, client: &Client, plan: &Plan) -> Re
     Ok(())
 }
 
-/// `Ok` if `endpoint` accepts a connection (or, without `dial`, if its Service exists).
-async fn answers(client: &Client, endpoint: &Endpoint, dial: bool) -> std::result::Result<(), String> {
+/// A POST over TLS to the webhook at `addr`, verifying its certificate against `ca_pem` for
+/// `dns_name` (`<service>.<namespace>.svc`, the name kube-apiserver verifies): any HTTP answer
+/// is an answer; a certificate the CA did not issue, or one without that name, is named.
+async fn answers_tls(
+    ca_pem: &str,
+    dns_name: &str,
+    port: u16,
+    addr: std::net::SocketAddr,
+    path: Option<&str>,
+) -> std::result::Result<(), String> {
+    let tls = crate::pki::rustls_client_config(ca_pem, None).map_err(|e| format!("its caBundle: {e}"))?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve(dns_name, addr)
+        .timeout(DIAL_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("https://{dns_name}:{port}{}", path.unwrap_or("/"));
+    match client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "POST {url} (the name kube-apiserver verifies): {}",
+            crate::process::error_chain(&e)
+        )),
+    }
+}
+
+/// `Ok(Some(address))` if `endpoint` accepts a connection there, `Ok(None)` without `dial`
+/// when its Service exists.
+async fn answers(
+    client: &Client,
+    endpoint: &Endpoint,
+    dial: bool,
+) -> std::result::Result<Option<std::net::SocketAddr>, String> {
     let (host, port) = match endpoint {
         Endpoint::Service { namespace, name, port } => {
             let service = Api::<Service>::namespaced(client.clone(), namespace)
@@ -163,7 +232,7 @@ async fn answers(client: &Client, endpoint: &Endpoint, dial: bool) -> std::resul
         }
     };
     if !dial {
-        return Ok(());
+        return Ok(None);
     }
     if !is_loopback(&host) {
         return Err(match endpoint {
@@ -177,7 +246,7 @@ async fn answers(client: &Client, endpoint: &Endpoint, dial: bool) -> std::resul
         });
     }
     match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port))).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(stream)) => Ok(stream.peer_addr().ok()),
         Ok(Err(e)) => Err(format!("dial tcp {host}:{port}: {e}")),
         Err(_) => Err(format!("dial tcp {host}:{port}: no answer within {DIAL_TIMEOUT:?}")),
     }

@@ -126,8 +126,18 @@ impl Cluster {
         // Deployment, behind a ClusterIP Service (see `incluster`).
         let in_cluster = !self.has(crate::Capability::HostBackends) && self.has(crate::Capability::RunsPods);
 
-        for prerequisite in &plan.prerequisites {
-            let doc = prerequisite.doc();
+        let spec = target.spec.as_ref();
+        // CRDs with a conversion webhook get their caBundle now (and in the cluster their
+        // Service port); on the local plane the port follows once the backend has one.
+        let early = super::webhooks::completed_plan(plan, spec, &running.certs, in_cluster.then_some(443));
+        for prerequisite in &early.prerequisites {
+            let completed = match prerequisite {
+                Prerequisite::Crd(crd) if spec.is_some_and(|s| s.webhooks.iter().any(|w| w.name == crd.name())) => {
+                    Some(crd.document()?)
+                }
+                _ => None,
+            };
+            let doc = completed.as_ref().unwrap_or_else(|| prerequisite.doc());
             let rewritten = in_cluster
                 .then(|| super::incluster::in_cluster_service(doc, &target.name))
                 .flatten();
@@ -223,14 +233,27 @@ impl Cluster {
         }
         running.timings.apiservices_available = available_started.elapsed();
 
-        // What the target declares must answer before anything relies on it.
-        super::references::check(self, client, plan).await?;
-        for admission in &plan.admission {
-            let doc = admission.doc();
-            running
-                .applied
-                .push(apply::apply_one(client, doc, patience_for(doc)).await?);
+        // Now every webhook has its port: the CRDs' conversion webhooks are applied again with
+        // it (on the local plane), the admission configurations for the first time.
+        let port = running.port.or(in_cluster.then_some(443));
+        let done = super::webhooks::completed_plan(plan, spec, &running.certs, port);
+        if !in_cluster && running.port.is_some() {
+            for crd in done.crds() {
+                if spec.is_some_and(|s| s.webhooks.iter().any(|w| w.name == crd.name())) {
+                    apply::apply_one(client, &crd.document()?, patience).await?;
+                }
+            }
         }
+        // What the target declares must answer before anything relies on it.
+        super::references::check(self, client, &done).await?;
+        for admission in &done.admission {
+            let doc = admission.document()?;
+            let mut applied = apply::apply_one(client, &doc, patience_for(&doc)).await?;
+            // First on teardown: a webhook whose backend is gone fails every matching request.
+            applied.removal = Removal::First;
+            running.applied.push(applied);
+        }
+        super::webhooks::wait_admission_answers(client, &done.admission, Duration::from_secs(30)).await?;
         for doc in &plan.rest {
             running
                 .applied
