@@ -219,6 +219,38 @@ async fn availability(cluster: &Cluster, dir: &Path, rounds: usize) -> anyhow::R
     Ok((target.name.clone(), stats(&available), stats(&with_list)))
 }
 
+/// Backend ready → kube-apiserver's first admitted request through the target's admission
+/// webhooks (`webhooks_answered`: configurations applied, a dry-run create admitted), and a
+/// real create right after.
+async fn webhook_ready(cluster: &Cluster, dir: &Path, rounds: usize) -> anyhow::Result<(Value, Value)> {
+    let target = Target::load(dir)?;
+    let client = cluster.client().await?;
+    cluster.up_target(&target).await?.down(cluster).await?;
+    let (mut answered, mut with_create) = (vec![], vec![]);
+    for i in 0..rounds {
+        let running = cluster.up_target(&target).await?;
+        let t = Instant::now();
+        let body = serde_json::json!({
+            "apiVersion": "webhook.example.com/v1beta1", "kind": "Sample",
+            "metadata": {"name": format!("bench-{i}"), "namespace": "webhook-system"},
+            "spec": {"text": "bench"},
+        });
+        let path = "/apis/webhook.example.com/v1beta1/namespaces/webhook-system/samples";
+        let request = http::Request::post(path)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body)?)?;
+        client
+            .request_text(request)
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let a = running.timings().webhooks_answered.as_secs_f64();
+        answered.push(a);
+        with_create.push(a + t.elapsed().as_secs_f64());
+        running.down(cluster).await?;
+    }
+    Ok((stats(&answered), stats(&with_create)))
+}
+
 /// The collection path of the first resource the target's first APIService serves.
 fn list_path(target: &Target) -> Option<String> {
     let spec = target.plan.api_services.first()?.object.spec.as_ref()?;
@@ -418,6 +450,9 @@ async fn main() -> anyhow::Result<()> {
             json!({"available_s": available, "available_and_list_s": with_list}),
         );
     }
+    let (webhook_answered, webhook_create) =
+        webhook_ready(&cluster, Path::new("fixtures/targets/webhooks"), rounds).await?;
+    eprintln!("bench: webhooks: backend ready→first admitted request {webhook_answered}, +a create {webhook_create}");
     let mut overhead = vec![];
     for _ in 0..rounds.max(10) {
         overhead.push(per_test(&cluster).await?);
@@ -455,6 +490,7 @@ async fn main() -> anyhow::Result<()> {
         "ready_s": {"kube_harness": h, "envtest": e, "bare": b, "envtest_crate": er, "kube_harness_without_controller_manager": stats(&without_kcm)},
         "controller_manager": {"healthy_after_ready_s": stats(&kcm_healthy), "cpu_first_3s": stats(&kcm_cpu)},
         "aggregation": aggregation,
+        "webhooks": {"answered_s": webhook_answered, "answered_and_create_s": webhook_create},
         "per_test_ms_detail": overhead,
         "crd_first_use_ms": {"install": stats(&crd_install), "first_list": stats(&crd_list), "first_create": stats(&crd_create)},
         "cold_build_s": builds,
@@ -520,6 +556,13 @@ fn table(r: &Value) -> String {
             "| aggregation ready (backend ready → Available + first List) | ≤ 0.5 s | {} | {} |",
             unit(&r["available_s"], "s"),
             r["available_s"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{:.2}× of target", x / 0.5))
+        ),
+        format!(
+            "| webhook ready (backend ready → first admitted request through kube-apiserver) | ≤ 0.5 s | {} | {} |",
+            unit(&r["webhooks"]["answered_s"]["median"], "s"),
+            r["webhooks"]["answered_s"]["median"]
                 .as_f64()
                 .map_or("–".into(), |x| format!("{:.2}× of target", x / 0.5))
         ),

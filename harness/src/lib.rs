@@ -71,6 +71,7 @@ pub mod snapshot;
 pub mod target;
 pub mod task;
 pub(crate) mod wait;
+pub mod webhook;
 
 #[doc(inline)]
 pub use cluster::{Capability, Cluster, ClusterHandle, ClusterInfo, StartupTimings};

@@ -68,6 +68,9 @@ pub struct TargetTimings {
     pub backend_ready: Duration,
     /// From the backend being ready to every APIService `Available=True`.
     pub apiservices_available: Duration,
+    /// From the backend being ready to kube-apiserver's first call of each admission webhook
+    /// answered (configurations applied, a dry-run create admitted); zero without any.
+    pub webhooks_answered: Duration,
     /// The whole `up`.
     pub total: Duration,
 }

@@ -195,6 +195,7 @@ impl Cluster {
             running.timings.backend_ready = started.ready_after;
         }
 
+        let backend_ready_at = Instant::now();
         let available_started = Instant::now();
         for planned in &plan.api_services {
             let mut planned = planned.clone();
@@ -254,6 +255,9 @@ impl Cluster {
             running.applied.push(applied);
         }
         super::webhooks::wait_admission_answers(client, &done.admission, Duration::from_secs(30)).await?;
+        if !done.admission.is_empty() {
+            running.timings.webhooks_answered = backend_ready_at.elapsed();
+        }
         for doc in &plan.rest {
             running
                 .applied
