@@ -108,26 +108,35 @@ pub(crate) fn completed_plan(
     plan
 }
 
-/// A request that the admission webhooks of `admission` would see: a dry-run create of a
-/// nameless-looking object for the first rule that names one group, resource and CREATE.
-fn probe_target(admission: &Admission) -> Vec<(String, String, String, Option<String>)> {
-    let mut out = Vec::new();
-    let hooks: Vec<(
-        Option<&Vec<k8s_openapi::api::admissionregistration::v1::RuleWithOperations>>,
-        Option<String>,
-        Option<&str>,
-    )> = match admission {
+/// One webhook, as much of it as a probe needs.
+struct Hook<'a> {
+    rules: Option<&'a Vec<k8s_openapi::api::admissionregistration::v1::RuleWithOperations>>,
+    side_effects: &'a str,
+    namespace: Option<&'a str>,
+}
+
+/// What a probe creates (dry run): the group, version (`*` for the preferred one) and resource
+/// of a rule, in the namespace of the webhook's Service.
+struct Probe {
+    group: String,
+    version: String,
+    resource: String,
+    namespace: Option<String>,
+}
+
+/// The requests the admission webhooks of `admission` would see: a dry-run create for the
+/// first rule of each webhook that names one group, one resource and CREATE.
+fn probe_targets(admission: &Admission) -> Vec<Probe> {
+    let hooks: Vec<Hook<'_>> = match admission {
         Admission::Validating(p) => p
             .object
             .webhooks
             .iter()
             .flatten()
-            .map(|w| {
-                (
-                    w.rules.as_ref(),
-                    w.side_effects.clone().into(),
-                    w.client_config.service.as_ref().map(|s| s.namespace.as_str()),
-                )
+            .map(|w| Hook {
+                rules: w.rules.as_ref(),
+                side_effects: w.side_effects.as_str(),
+                namespace: w.client_config.service.as_ref().map(|s| s.namespace.as_str()),
             })
             .collect(),
         Admission::Mutating(p) => p
@@ -135,40 +144,39 @@ fn probe_target(admission: &Admission) -> Vec<(String, String, String, Option<St
             .webhooks
             .iter()
             .flatten()
-            .map(|w| {
-                (
-                    w.rules.as_ref(),
-                    w.side_effects.clone().into(),
-                    w.client_config.service.as_ref().map(|s| s.namespace.as_str()),
-                )
+            .map(|w| Hook {
+                rules: w.rules.as_ref(),
+                side_effects: w.side_effects.as_str(),
+                namespace: w.client_config.service.as_ref().map(|s| s.namespace.as_str()),
             })
             .collect(),
     };
-    for (rules, side_effects, namespace) in hooks {
+    let mut out = Vec::new();
+    for hook in hooks {
         // A dry run is refused for webhooks that may have side effects.
-        if !matches!(side_effects.as_deref(), Some("None" | "NoneOnDryRun")) {
+        if !matches!(hook.side_effects, "None" | "NoneOnDryRun") {
             continue;
         }
-        let rule = rules.into_iter().flatten().find(|r| {
+        let one = |v: &Option<Vec<String>>| v.as_ref().and_then(|v| v.first()).is_some_and(|s| s != "*");
+        let rule = hook.rules.into_iter().flatten().find(|r| {
             let creates = r
                 .operations
                 .as_ref()
                 .is_some_and(|ops| ops.iter().any(|o| o == "CREATE" || o == "*"));
-            let one = |v: &Option<Vec<String>>| v.as_ref().and_then(|v| v.first()).is_some_and(|s| s != "*");
             creates && one(&r.api_groups) && one(&r.resources)
         });
-        if let Some(rule) = rule {
-            let first = |v: &Option<Vec<String>>| v.as_ref().and_then(|v| v.first()).cloned().unwrap_or_default();
-            let resource = first(&rule.resources);
-            if resource.contains('/') {
-                continue;
-            }
-            out.push((
-                first(&rule.api_groups),
-                first(&rule.api_versions),
+        let Some(rule) = rule else {
+            continue;
+        };
+        let first = |v: &Option<Vec<String>>| v.as_ref().and_then(|v| v.first()).cloned().unwrap_or_default();
+        let resource = first(&rule.resources);
+        if !resource.contains('/') {
+            out.push(Probe {
+                group: first(&rule.api_groups),
+                version: first(&rule.api_versions),
                 resource,
-                namespace.map(str::to_owned),
-            ));
+                namespace: hook.namespace.map(str::to_owned),
+            });
         }
     }
     out
@@ -191,7 +199,13 @@ pub(crate) async fn wait_admission_answers(
     use crate::error::Error;
     let deadline = std::time::Instant::now() + timeout;
     for admission in admissions {
-        for (group, version, resource, namespace) in probe_target(admission) {
+        for Probe {
+            group,
+            version,
+            resource,
+            namespace,
+        } in probe_targets(admission)
+        {
             // `apiVersions: ["*"]`: the group's preferred version.
             let version = if version == "*" || version.is_empty() {
                 let groups = client.list_api_groups().await.ok();
