@@ -159,22 +159,7 @@ impl WebhookServer {
     }
 
     fn point_at_self(&self, admission: &mut Admission) {
-        let configs: Vec<&mut k8s_openapi::api::admissionregistration::v1::WebhookClientConfig> = match admission {
-            Admission::Validating(p) => p
-                .object
-                .webhooks
-                .iter_mut()
-                .flatten()
-                .map(|w| &mut w.client_config)
-                .collect(),
-            Admission::Mutating(p) => p
-                .object
-                .webhooks
-                .iter_mut()
-                .flatten()
-                .map(|w| &mut w.client_config)
-                .collect(),
-        };
+        let configs = admission.client_configs_mut();
         for config in configs {
             let path = match (&config.service, &config.url) {
                 (Some(service), _) => service.path.clone().unwrap_or_default(),

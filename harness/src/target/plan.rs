@@ -112,6 +112,26 @@ impl Admission {
         }
     }
 
+    /// Every webhook's `clientConfig`, to complete or repoint.
+    pub fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
+        match self {
+            Self::Validating(p) => p
+                .object
+                .webhooks
+                .iter_mut()
+                .flatten()
+                .map(|w| &mut w.client_config)
+                .collect(),
+            Self::Mutating(p) => p
+                .object
+                .webhooks
+                .iter_mut()
+                .flatten()
+                .map(|w| &mut w.client_config)
+                .collect(),
+        }
+    }
+
     /// The document of the configuration as it is now (after the harness completed it).
     ///
     /// # Errors

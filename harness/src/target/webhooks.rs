@@ -58,22 +58,7 @@ pub(crate) fn complete_crd(crd: &mut CustomResourceDefinition, completion: &Comp
 
 /// Fill every webhook of an admission configuration.
 pub(crate) fn complete_admission(admission: &mut Admission, completion: &Completion) {
-    let configs: Vec<&mut k8s_openapi::api::admissionregistration::v1::WebhookClientConfig> = match admission {
-        Admission::Validating(p) => p
-            .object
-            .webhooks
-            .iter_mut()
-            .flatten()
-            .map(|w| &mut w.client_config)
-            .collect(),
-        Admission::Mutating(p) => p
-            .object
-            .webhooks
-            .iter_mut()
-            .flatten()
-            .map(|w| &mut w.client_config)
-            .collect(),
-    };
+    let configs = admission.client_configs_mut();
     for config in configs {
         if let Some(ca) = &completion.ca_pem {
             config.ca_bundle = Some(ByteString(ca.clone().into_bytes()));
@@ -127,29 +112,24 @@ struct Probe {
 /// The requests the admission webhooks of `admission` would see: a dry-run create for the
 /// first rule of each webhook that names one group, one resource and CREATE.
 fn probe_targets(admission: &Admission) -> Vec<Probe> {
+    // Both kinds of configuration have the same webhook fields.
+    macro_rules! hooks {
+        ($p:expr) => {
+            $p.object
+                .webhooks
+                .iter()
+                .flatten()
+                .map(|w| Hook {
+                    rules: w.rules.as_ref(),
+                    side_effects: w.side_effects.as_str(),
+                    namespace: w.client_config.service.as_ref().map(|s| s.namespace.as_str()),
+                })
+                .collect()
+        };
+    }
     let hooks: Vec<Hook<'_>> = match admission {
-        Admission::Validating(p) => p
-            .object
-            .webhooks
-            .iter()
-            .flatten()
-            .map(|w| Hook {
-                rules: w.rules.as_ref(),
-                side_effects: w.side_effects.as_str(),
-                namespace: w.client_config.service.as_ref().map(|s| s.namespace.as_str()),
-            })
-            .collect(),
-        Admission::Mutating(p) => p
-            .object
-            .webhooks
-            .iter()
-            .flatten()
-            .map(|w| Hook {
-                rules: w.rules.as_ref(),
-                side_effects: w.side_effects.as_str(),
-                namespace: w.client_config.service.as_ref().map(|s| s.namespace.as_str()),
-            })
-            .collect(),
+        Admission::Validating(p) => hooks!(p),
+        Admission::Mutating(p) => hooks!(p),
     };
     let mut out = Vec::new();
     for hook in hooks {
