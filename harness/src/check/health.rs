@@ -196,15 +196,18 @@ pub async fn verify_target_with(cluster: &Cluster, target: &Target, options: &Ve
     let mut running = match cluster.up_target_or_keep(target).await {
         Ok(r) => {
             let timings = r.timings();
-            rec.record(
-                "bring up",
-                t,
-                Ok(format!(
-                    "backend ready {:.2}s, APIServices Available {:.2}s",
-                    timings.backend_ready.as_secs_f64(),
-                    timings.apiservices_available.as_secs_f64()
-                )),
+            let mut detail = format!(
+                "backend ready {:.2}s, APIServices Available {:.2}s",
+                timings.backend_ready.as_secs_f64(),
+                timings.apiservices_available.as_secs_f64()
             );
+            if !target.plan.admission.is_empty() {
+                detail.push_str(&format!(
+                    ", webhooks answered {:.2}s",
+                    timings.webhooks_answered.as_secs_f64()
+                ));
+            }
+            rec.record("bring up", t, Ok(detail));
             r
         }
         Err((e, running)) => {
