@@ -62,6 +62,8 @@ pub(crate) struct InClusterBackend {
     pub args: Vec<String>,
     /// The target's `readinessLog`: ready once a pod's log holds it.
     pub readiness_log: Option<String>,
+    /// The target's own Deployment manifest (not the harness's).
+    pub own: bool,
 }
 
 /// The Deployment's namespace and ServiceAccount: from `serviceAccount`, required in-cluster.
@@ -279,17 +281,34 @@ impl Cluster {
                  current-context: sa\n"
             ),
         );
-        let deployed = InClusterBackend {
+        let mut deployed = InClusterBackend {
             namespace: namespace.clone(),
             deployment: deployment_name(&target.name),
             image: image.clone(),
             args,
             readiness_log: backend.readiness_log.clone(),
+            own: false,
         };
-        let etcd_image = if backend.uses_placeholder("etcdUrl") {
+        let etcd_image = if backend.uses_placeholder("etcdUrl") || backend.deployment.is_some() {
             Some(self.etcd_image(&client).await?)
         } else {
             None
+        };
+        let deployment_doc = match &backend.deployment {
+            Some(file) => {
+                let mut vars = vars.clone();
+                vars.insert("image".into(), image.clone());
+                vars.insert("backendFiles".into(), secret_name(&target.name));
+                if let Some(etcd) = &etcd_image {
+                    vars.insert("etcdImage".into(), etcd.clone());
+                }
+                own_deployment(target, file, &vars, &namespace, &service_account, &mut deployed)?
+            }
+            None => document(
+                work,
+                2,
+                deployment(target, backend, &deployed, &service_account, env, etcd_image.as_deref()),
+            ),
         };
         let docs = vec![
             document(
@@ -309,11 +328,7 @@ impl Cluster {
                     "stringData": files,
                 }),
             ),
-            document(
-                work,
-                2,
-                deployment(target, backend, &deployed, &service_account, env, etcd_image.as_deref()),
-            ),
+            deployment_doc,
         ];
         Ok((deployed, docs))
     }
@@ -354,13 +369,69 @@ impl Cluster {
         replicas: i32,
         args: &[String],
     ) -> Result<()> {
+        if deployed.own && !args.is_empty() {
+            return Err(Error::Fixture(format!(
+                "Deployment {}/{} is the target's own: restarting it with other arguments is for the Deployment the harness makes",
+                deployed.namespace, deployed.deployment
+            )));
+        }
         let client = self.client().await?;
         let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client, &deployed.namespace);
-        let patch = json!({"spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "backend", "args": args}]}}}});
+        let patch = if deployed.own {
+            json!({"spec": {"replicas": replicas}})
+        } else {
+            json!({"spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "backend", "args": args}]}}}})
+        };
         api.patch(&deployed.deployment, &PatchParams::default(), &Patch::Strategic(patch))
             .await?;
         Ok(())
     }
+}
+
+/// The target's own Deployment manifest (`backend.deployment`), its placeholders expanded: in
+/// the ServiceAccount's namespace unless it names one, running as that ServiceAccount unless
+/// it names one, its pods labelled for the target's ClusterIP Service.
+fn own_deployment(
+    target: &Target,
+    file: &str,
+    vars: &BTreeMap<String, String>,
+    namespace: &str,
+    service_account: &str,
+    deployed: &mut InClusterBackend,
+) -> Result<Document> {
+    let path = target.dir.join(file);
+    let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+    let expanded =
+        super::backend::expand(&text, vars).map_err(|e| Error::Fixture(format!("{}: {e}", path.display())))?;
+    let mut docs = super::load::parse_documents(&path, &expanded)?;
+    let mut doc = match (docs.pop(), docs.is_empty()) {
+        (Some(doc), true) if doc.kind == "Deployment" && doc.api_version == "apps/v1" => doc,
+        _ => {
+            return Err(Error::Fixture(format!(
+                "{}: backend.deployment must hold one apps/v1 Deployment, the backend's",
+                path.display()
+            )));
+        }
+    };
+    let value = &mut doc.value;
+    if value.pointer("/metadata/namespace").is_none() {
+        value["metadata"]["namespace"] = Value::String(namespace.to_owned());
+    }
+    let pod = &mut value["spec"]["template"];
+    pod["metadata"]["labels"][SELECTOR] = Value::String(target.name.clone());
+    if pod.pointer("/spec/serviceAccountName").is_none() {
+        pod["spec"]["serviceAccountName"] = Value::String(service_account.to_owned());
+    }
+    doc.namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    deployed.namespace = doc.namespace.clone().unwrap_or_else(|| namespace.to_owned());
+    deployed.deployment = doc.name.clone();
+    // Its own containers: a restart with extra arguments needs the harness's Deployment.
+    deployed.args.clear();
+    deployed.own = true;
+    Ok(doc)
 }
 
 /// The backend's Deployment.

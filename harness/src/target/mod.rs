@@ -169,7 +169,7 @@ fn excludes_of(dir: &Path) -> Result<sources::Excludes> {
     else {
         return Ok(sources::Excludes::default());
     };
-    let patterns: Vec<String> = match doc.value.pointer("/spec/exclude") {
+    let mut patterns: Vec<String> = match doc.value.pointer("/spec/exclude") {
         None => Vec::new(),
         Some(serde_json::Value::Array(items)) => items
             .iter()
@@ -189,6 +189,10 @@ fn excludes_of(dir: &Path) -> Result<sources::Excludes> {
             }));
         }
     };
+    // A backend's own Deployment manifest is for clusters with pods, never a fixture.
+    if let Some(serde_json::Value::String(file)) = doc.value.pointer("/spec/backend/deployment") {
+        patterns.push(file.clone());
+    }
     Ok(sources::Excludes::new(dir, &patterns, &doc.source)?)
 }
 
