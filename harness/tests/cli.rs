@@ -151,7 +151,7 @@ fn verify_passes_on_every_shipped_target_and_writes_junit() -> anyhow::Result<()
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for target in ["metrics —", "requests —", "samples —", "wardle —"] {
+    for target in ["metrics —", "requests —", "samples —", "wardle —", "webhooks —"] {
         assert!(stdout.contains(target), "{target} missing from:\n{stdout}");
     }
     assert!(stdout.contains(" 0 failed"), "{stdout}");
@@ -165,7 +165,7 @@ fn verify_passes_on_every_shipped_target_and_writes_junit() -> anyhow::Result<()
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
     }
     let xml = std::fs::read_to_string(&junit)?;
-    assert_eq!(xml.matches("<testsuite ").count(), 4, "{xml}");
+    assert_eq!(xml.matches("<testsuite ").count(), 5, "{xml}");
     assert!(!xml.contains("<failure"), "{xml}");
     std::fs::remove_file(junit)?;
     Ok(())
