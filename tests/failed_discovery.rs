@@ -47,11 +47,13 @@ struct Observed {
 #[tokio::test]
 async fn each_fault_turns_the_apiservice_unavailable_and_fixing_it_recovers() -> anyhow::Result<()> {
     let cluster = kube_harness::shared().await?;
-    for needed in [Capability::HostBackends, Capability::ClientCertificates] {
-        if let Some(reason) = cluster.lacks(needed) {
-            println!("{reason}");
-            return Ok(());
-        }
+    if let Some(reason) = cluster.lacks(Capability::HostBackends) {
+        println!("{reason}");
+        return Ok(());
+    }
+    if cluster.pki().is_none() {
+        println!("skipped: the harness did not make this cluster's PKI (the probes use its admin certificate)");
+        return Ok(());
     }
     let dir = common::target_dir("requests");
     let mut running = cluster.up_target(&Target::load(dir)?).await?;

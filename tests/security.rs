@@ -100,8 +100,8 @@ async fn anonymous_requests_are_refused() -> anyhow::Result<()> {
 #[tokio::test]
 async fn private_keys_are_0600_in_0700_directories() -> anyhow::Result<()> {
     let cluster = kube_harness::shared().await?;
-    if let Some(reason) = cluster.lacks(Capability::ClientCertificates) {
-        println!("{reason}");
+    if cluster.pki().is_none() {
+        println!("skipped: the harness did not make this cluster's PKI, so it wrote no keys to look at");
         return Ok(());
     }
     let dir = common::target_dir("wardle");

@@ -134,6 +134,15 @@ pub enum Error {
         source: rcgen::Error,
     },
 
+    /// A CA another tool made cannot be used to issue certificates.
+    #[error("the CA {name:?} cannot issue certificates here: {reason}")]
+    ForeignCa {
+        /// Its common name.
+        name: String,
+        /// What does not fit.
+        reason: String,
+    },
+
     /// A child process could not be spawned.
     #[error("failed to spawn {binary:?}: {source}")]
     Spawn {

@@ -25,14 +25,12 @@ impl Cluster {
     /// # Errors
     /// [`Error::Pki`].
     pub fn issue_user_cert(&self, name: &str, groups: &[&str]) -> Result<KeyedCert> {
-        self.pki
-            .as_ref()
+        self.client_ca()
             .ok_or_else(|| Error::Unsupported {
                 what: "issuing client certificates",
                 provider: self.provider().to_string(),
                 hint: "use Cluster::user (impersonation there) or a ServiceAccount token",
             })?
-            .client_ca
             .issue(&CertSpec::client(name, groups.iter().copied()))
     }
 
@@ -72,7 +70,7 @@ impl Cluster {
     /// # Errors
     /// [`Error::Pki`], [`Error::Client`].
     pub async fn user(&self, name: &str, groups: &[&str]) -> Result<kube::Client> {
-        if self.pki.is_none() {
+        if self.client_ca().is_none() {
             return self.impersonating(name, groups).await;
         }
         kubeconfig::client(self.user_kubeconfig(name, groups)?).await

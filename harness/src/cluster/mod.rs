@@ -79,8 +79,9 @@ pub enum Capability {
     /// The API server reaches backends listening on this host's loopback (targets with a
     /// host-process backend behind an `ExternalName: localhost` Service).
     HostBackends,
-    /// The harness holds the cluster's client CA, so it can issue user certificates and knows
-    /// the published front-proxy CA.
+    /// The harness holds the cluster's client CA, so it can issue user certificates (its own
+    /// CA on the local plane, kubeadm's on kind). [`Cluster::pki`] is the whole PKI, where the
+    /// harness made it.
     ClientCertificates,
     /// The harness started etcd and kube-apiserver and can watch or stop them.
     OwnsProcesses,
@@ -225,6 +226,16 @@ impl Cluster {
         self.pki.as_deref()
     }
 
+    /// The CA that signs the client certificates kube-apiserver accepts, where the harness
+    /// holds it: its own on the local plane, kubeadm's on kind.
+    pub(crate) fn client_ca(&self) -> Option<&crate::pki::Ca> {
+        match (&self.pki, &self.origin) {
+            (Some(pki), _) => Some(&pki.client_ca),
+            (None, Origin::Kind { guard, .. }) => guard.client_ca(),
+            _ => None,
+        }
+    }
+
     /// Where this cluster comes from.
     pub fn provider(&self) -> Provider {
         self.origin.provider()
@@ -251,7 +262,7 @@ impl Cluster {
     /// Whether this cluster offers `capability` (see [`Cluster::lacks`]).
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
-            Capability::ClientCertificates => self.pki.is_some(),
+            Capability::ClientCertificates => self.client_ca().is_some(),
             Capability::OwnsProcesses => matches!(self.origin, Origin::Local { .. }),
             Capability::Controllers => match &self.origin {
                 Origin::Local { controller_manager, .. } => controller_manager.is_some(),

@@ -146,6 +146,51 @@ impl Ca {
         })
     }
 
+    /// A CA that Go's `crypto/x509` made (kubeadm's in a kind node, say), from its certificate
+    /// and key PEM: a self-signed certificate whose subject is the single common name
+    /// `common_name`, and its key as PKCS#8 or as PKCS#1 RSA (`RSA PRIVATE KEY`, as kubeadm
+    /// writes it). Go looks an issuer up by the exact bytes of its subject, and writes a
+    /// printable common name as a `PrintableString`, so the certificates this CA issues name
+    /// their issuer the same way; a CA whose subject is encoded otherwise is refused rather
+    /// than issuing certificates nobody would verify.
+    ///
+    /// # Errors
+    /// [`Error::ForeignCa`] naming what does not fit; [`Error::Pki`] for a key rcgen cannot
+    /// sign with.
+    pub fn from_go_pem(common_name: &str, cert_pem: &str, key_pem: &str) -> Result<Self> {
+        let refuse = |reason: String| Error::ForeignCa {
+            name: common_name.to_owned(),
+            reason,
+        };
+        let cn = rcgen::string::PrintableString::try_from(common_name)
+            .map_err(|e| refuse(format!("its common name is not a PrintableString: {e}")))?;
+        let cert_der = pem_body(cert_pem, "CERTIFICATE").map_err(&refuse)?;
+        let subject = printable_cn_name_der(common_name);
+        if !cert_der.windows(subject.len()).any(|w| w == subject.as_slice()) {
+            return Err(refuse(format!(
+                "its certificate's subject is not CN={common_name} alone as a PrintableString"
+            )));
+        }
+        let key = if key_pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
+            let pkcs1 = pem_body(key_pem, "RSA PRIVATE KEY").map_err(&refuse)?;
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from(rsa_pkcs1_to_pkcs8(&pkcs1));
+            KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256).map_err(pki_err(common_name))?
+        } else {
+            KeyPair::from_pem(key_pem).map_err(pki_err(common_name))?
+        };
+        let mut params = Self::params(common_name);
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, rcgen::DnValue::PrintableString(cn));
+        Ok(Self {
+            name: common_name.to_owned(),
+            cert_pem: cert_pem.to_owned(),
+            params,
+            key,
+        })
+    }
+
     fn params(name: &str) -> CertificateParams {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -209,6 +254,58 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// The DER of the first PEM block labelled `label` in `pem`.
+fn pem_body(pem: &str, label: &str) -> std::result::Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = pem
+        .split_once(&begin)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .map(|(body, _)| body)
+        .ok_or_else(|| format!("no {label} PEM block"))?;
+    let text: String = body.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("its {label} PEM block is not base64: {e}"))
+}
+
+/// A DER tag-length-value.
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// The DER of the X.501 name `CN=<cn>` with the common name as a PrintableString (how Go
+/// writes it).
+fn printable_cn_name_der(cn: &str) -> Vec<u8> {
+    const COMMON_NAME_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let mut attribute = COMMON_NAME_OID.to_vec();
+    attribute.extend(der_tlv(0x13, cn.as_bytes()));
+    der_tlv(0x30, &der_tlv(0x31, &der_tlv(0x30, &attribute)))
+}
+
+/// A PKCS#1 RSAPrivateKey wrapped as a PKCS#8 PrivateKeyInfo (version 0, rsaEncryption).
+fn rsa_pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
+    const VERSION_0: [u8; 3] = [0x02, 0x01, 0x00];
+    const RSA_ENCRYPTION: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut info = VERSION_0.to_vec();
+    info.extend(RSA_ENCRYPTION);
+    info.extend(der_tlv(0x04, pkcs1));
+    der_tlv(0x30, &info)
 }
 
 /// Every certificate and key a local control plane needs, and where they were written.
@@ -475,6 +572,89 @@ mod tests {
         let client = ca.issue(&CertSpec::client("alice", ["devs"]))?;
         rustls_client_config(ca.cert_pem(), Some(&client))?;
         Ok(())
+    }
+
+    /// A self-signed CA as Go writes one: the subject CN a PrintableString.
+    fn go_like_ca(cn: &str, key: &KeyPair) -> Result<String, Box<dyn std::error::Error>> {
+        let mut params = Ca::params(cn);
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            rcgen::DnValue::PrintableString(rcgen::string::PrintableString::try_from(cn)?),
+        );
+        Ok(params.self_signed(key)?.pem())
+    }
+
+    #[test]
+    fn a_go_ca_issues_certificates_naming_it_by_the_same_subject_bytes() -> Result<(), Box<dyn std::error::Error>> {
+        let key = KeyPair::generate()?;
+        let cert = go_like_ca("kubernetes", &key)?;
+        let ca = Ca::from_go_pem("kubernetes", &cert, &key.serialize_pem())?;
+        let issued = ca.issue(&CertSpec::client("carol", ["qa"]))?;
+        let der = pem_body(&issued.cert_pem, "CERTIFICATE")?;
+        let subject = printable_cn_name_der("kubernetes");
+        assert!(der.windows(subject.len()).any(|w| w == subject.as_slice()));
+        rustls_client_config(&cert, Some(&issued))?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_ca_whose_subject_is_encoded_otherwise_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        // Ca::new writes the common name as a UTF8String: Go would never match its issuer.
+        let key = KeyPair::generate()?;
+        let mut params = Ca::params("kubernetes");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "kubernetes");
+        let cert = params.self_signed(&key)?.pem();
+        let err = Ca::from_go_pem("kubernetes", &cert, &key.serialize_pem()).err();
+        assert!(
+            matches!(&err, Some(Error::ForeignCa { reason, .. }) if reason.contains("PrintableString")),
+            "{err:?}"
+        );
+        let err = Ca::from_go_pem("kubernetes", "not a pem", &key.serialize_pem()).err();
+        assert!(
+            matches!(&err, Some(Error::ForeignCa { reason, .. }) if reason.contains("no CERTIFICATE")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_pkcs1_rsa_key_as_kubeadm_writes_it_is_accepted() -> Result<(), Box<dyn std::error::Error>> {
+        // ring generates no RSA keys; openssl does (Debian has it; without it this says so).
+        let dir = std::env::temp_dir().join(format!("kh-pki-rsa-{}", std::process::id()));
+        create_private_dir(&dir)?;
+        let key_path = dir.join("ca.key");
+        let made = std::process::Command::new("openssl")
+            .args(["genrsa", "-traditional", "-out"])
+            .arg(&key_path)
+            .arg("2048")
+            .output();
+        let pkcs1 = match made {
+            Ok(out) if out.status.success() => fs::read_to_string(&key_path)?,
+            other => {
+                fs::remove_dir_all(&dir)?;
+                println!("skipped: openssl could not make an RSA key: {other:?}");
+                return Ok(());
+            }
+        };
+        fs::remove_dir_all(&dir)?;
+        assert!(pkcs1.contains("-----BEGIN RSA PRIVATE KEY-----"));
+        let der =
+            rustls::pki_types::PrivatePkcs8KeyDer::from(rsa_pkcs1_to_pkcs8(&pem_body(&pkcs1, "RSA PRIVATE KEY")?));
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)?;
+        let cert = go_like_ca("kubernetes", &key)?;
+        let ca = Ca::from_go_pem("kubernetes", &cert, &pkcs1)?;
+        rustls_client_config(&cert, Some(&ca.issue(&CertSpec::client("carol", ["qa"]))?))?;
+        Ok(())
+    }
+
+    #[test]
+    fn der_lengths_over_127_bytes_take_the_long_form() {
+        let tlv = der_tlv(0x04, &[0; 300]);
+        assert_eq!(&tlv[..4], &[0x04, 0x82, 0x01, 0x2c]);
+        assert_eq!(tlv.len(), 304);
+        assert_eq!(&der_tlv(0x04, &[1, 2])[..], &[0x04, 0x02, 1, 2]);
     }
 
     #[test]

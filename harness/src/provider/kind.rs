@@ -26,6 +26,9 @@ use super::docker::run;
 use crate::assets::{KubeVersion, Resolver};
 use crate::error::{Error, Result};
 
+/// The common name of the cluster CA kubeadm makes.
+const KUBEADM_CA_CN: &str = "kubernetes";
+
 /// The kind release built when `kind` is not on `PATH`.
 pub const KIND_VERSION: &str = "v0.33.0";
 
@@ -236,6 +239,10 @@ pub(crate) struct KindCli {
 pub(crate) struct KindCluster {
     cli: KindCli,
     keep: bool,
+    /// kubeadm's cluster CA, read from the node: it signs the client certificates
+    /// kube-apiserver accepts (`--client-ca-file`), so the harness issues users' certificates
+    /// as on the local plane. `None` (with the reason printed) where it cannot be used.
+    client_ca: Option<Box<crate::pki::Ca>>,
 }
 
 impl KindCluster {
@@ -269,6 +276,7 @@ impl KindCluster {
         let mut cluster = Self {
             cli: KindCli { name, kind, shim },
             keep,
+            client_ca: None,
         };
         cluster.cli.sweep_dead();
         if keep && cluster.cli.exists()? {
@@ -284,6 +292,7 @@ impl KindCluster {
                 "--kubeconfig".into(),
                 kubeconfig.display().to_string(),
             ])?;
+            cluster.client_ca = cluster.cli.client_ca();
             return Ok(cluster);
         }
         if !keep {
@@ -307,7 +316,13 @@ impl KindCluster {
             cluster.cli.name,
             started.elapsed().as_secs_f64()
         );
+        cluster.client_ca = cluster.cli.client_ca();
         Ok(cluster)
+    }
+
+    /// kubeadm's cluster CA, when the harness can issue client certificates with it.
+    pub(crate) fn client_ca(&self) -> Option<&crate::pki::Ca> {
+        self.client_ca.as_deref()
     }
 
     /// The CLI for this cluster (to load images into it).
@@ -317,6 +332,33 @@ impl KindCluster {
 }
 
 impl KindCli {
+    /// kubeadm's CA from the control-plane node (`/etc/kubernetes/pki/ca.{crt,key}`, CN
+    /// `kubernetes`); the key stays in memory. `None`, with the reason printed, when it cannot
+    /// be read or used: the cluster then offers no client certificates (users are impersonated).
+    fn client_ca(&self) -> Option<Box<crate::pki::Ca>> {
+        let node = format!("{}-control-plane", self.name);
+        let read = |file: &str| {
+            run(&[
+                "docker".into(),
+                "exec".into(),
+                node.clone(),
+                "cat".into(),
+                format!("/etc/kubernetes/pki/{file}"),
+            ])
+        };
+        let ca = read("ca.crt").and_then(|crt| Ok((crt, read("ca.key")?)));
+        match ca.and_then(|(crt, key)| crate::pki::Ca::from_go_pem(KUBEADM_CA_CN, &crt, &key)) {
+            Ok(ca) => Some(Box::new(ca)),
+            Err(e) => {
+                eprintln!(
+                    "kube-harness: kind cluster {}: no client certificates (users are impersonated): {e}",
+                    self.name
+                );
+                None
+            }
+        }
+    }
+
     /// `kind load docker-image IMAGE` into this cluster's nodes.
     ///
     /// # Errors
