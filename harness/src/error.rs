@@ -429,6 +429,18 @@ pub enum Error {
         details: String,
     },
 
+    /// What an assertion over time waited for was not seen before its deadline.
+    #[error("not seen within {timeout:?}: {what}; last seen: {last}")]
+    NotObserved {
+        /// What was expected ("w1 to match the expected fields").
+        what: String,
+        /// The deadline.
+        timeout: Duration,
+        /// Why the last state seen did not hold: the first difference and a diff, the
+        /// finalizers still there, the events found.
+        last: String,
+    },
+
     /// A wait ran out of time.
     #[error("timed out after {timeout:?} waiting for {what}")]
     WaitTimeout {

@@ -69,7 +69,7 @@ pub(super) async fn check_access(
         }
     };
     let result = if access.allowed {
-        super::retry_while_forbidden(patience, request).await
+        super::queries::retry_while_forbidden(patience, request).await
     } else {
         request().await
     };

@@ -1,14 +1,15 @@
 //! Running a target's [`Expectations`]: access as each identity, CRUD round trips compared
 //! with the snapshots stored in the target directory, FailedDiscoveryCheck and recovery.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
-use super::health::Recorder;
+use super::compare::{compare_snapshot, snapshot_path};
+use super::result::Recorder;
 use crate::target::apply::{nudge_apiservice, wait_apiservice_condition, wait_apiservice_status};
 use crate::target::expect::Expectations;
 use crate::target::{RunningTarget, Target};
@@ -18,16 +19,6 @@ use crate::{Cluster, Error, Result};
 /// while new RBAC objects reach the authorizers' informers. One window for all the checks, so
 /// a missing binding costs it once, not once per check.
 const RBAC_PATIENCE: Duration = Duration::from_secs(5);
-
-/// The snapshot file for one object's round trip.
-pub fn snapshot_path(target_dir: &Path, object: &Value) -> PathBuf {
-    let kind = object["kind"].as_str().unwrap_or("object");
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("unnamed");
-    target_dir.join("snapshots").join(format!("{kind}-{name}.snap"))
-}
 
 pub(crate) async fn run(
     rec: &mut Recorder,
@@ -84,51 +75,6 @@ async fn crud(client: &Client, dir: &Path, object: &Value, update: bool) -> std:
     compare_snapshot(&snapshot_path(dir, object), &record, update)
 }
 
-/// Compare `answer` (pretty JSON) with the snapshot at `path`: the same passes; missing or
-/// different fails saying how to accept it, or, with `update`, is written for review.
-pub(super) fn compare_snapshot(path: &Path, answer: &Value, update: bool) -> std::result::Result<String, String> {
-    let text = serde_json::to_string_pretty(answer).map_err(|e| e.to_string())? + "\n";
-    let stored = std::fs::read_to_string(path).ok();
-    match stored {
-        Some(old) if old == text => Ok(format!("same as {}", path.display())),
-        _ if update => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            }
-            std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(format!("wrote {} (review it, then commit)", path.display()))
-        }
-        None => Err(format!(
-            "no snapshot {}: run `kube-harness verify --update` to write it, then review it",
-            path.display()
-        )),
-        Some(old) => Err(format!(
-            "differs from {} at {}; run `kube-harness verify --update` to accept the new answers",
-            path.display(),
-            first_difference(&old, &text)
-        )),
-    }
-}
-
-/// `line N: expected … got …` for the first differing line.
-fn first_difference(old: &str, new: &str) -> String {
-    let mut old_lines = old.lines();
-    let mut new_lines = new.lines();
-    for n in 1.. {
-        match (old_lines.next(), new_lines.next()) {
-            (Some(a), Some(b)) if a == b => {}
-            (a, b) => {
-                return format!(
-                    "line {n}: expected {:?}, got {:?}",
-                    a.unwrap_or("<end>").trim(),
-                    b.unwrap_or("<end>").trim()
-                );
-            }
-        }
-    }
-    String::new()
-}
-
 async fn round_trip(client: &Client, object: &Value) -> Result<Value> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -144,13 +90,13 @@ async fn round_trip(client: &Client, object: &Value) -> Result<Value> {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::Fixture("object without metadata.name".into()))?;
-    let case = super::CrudCase {
+    let case = super::queries::CrudCase {
         object: object.clone(),
         change: json!({"metadata": {"labels": {"kube-harness.dev/patched": "yes"}}}),
         invalid: None,
     };
-    let mut record = super::crud_round_trip(&api, &case).await?;
-    super::delete_and_get(&api, name, &mut record).await?;
+    let mut record = super::queries::crud_round_trip(&api, &case).await?;
+    super::queries::delete_and_get(&api, name, &mut record).await?;
     crate::snapshot::redact(&mut record);
     Ok(record)
 }

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Api;
 
-use super::CheckResult;
+use super::result::CheckResult;
 use crate::Cluster;
 use crate::target::Target;
 

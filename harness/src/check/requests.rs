@@ -50,22 +50,7 @@ impl Answer {
 
 /// The client the rule's identity sends with.
 async fn client_for(cluster: &Cluster, rule: &RequestRule) -> Result<Client, String> {
-    let built = match (&rule.user, &rule.service_account) {
-        (Some(user), _) => {
-            cluster
-                .user(user, &rule.groups.iter().map(String::as_str).collect::<Vec<_>>())
-                .await
-        }
-        (None, Some(sa)) => {
-            let (ns, name) = sa.split_once('/').unwrap_or_default();
-            match cluster.service_account_token(ns, name, 3600).await {
-                Ok(token) => cluster.token_client(&token).await,
-                Err(e) => Err(e),
-            }
-        }
-        (None, None) => cluster.client().await,
-    };
-    built.map_err(|e| format!("no client for the rule's identity: {e}"))
+    super::queries::client_as(cluster, rule.user.as_deref(), &rule.groups, rule.service_account.as_deref()).await
 }
 
 /// Send the rule's request once.
@@ -213,7 +198,7 @@ pub(super) async fn check_request(
             .join("snapshots")
             .join(format!("{}.snap", rule.snapshot_stem()));
         summary.push_str("; ");
-        summary.push_str(&super::expect::compare_snapshot(&path, &body, update)?);
+        summary.push_str(&super::compare::compare_snapshot(&path, &body, update)?);
     }
     Ok(summary)
 }

@@ -41,9 +41,8 @@ impl Cluster {
                 resolver.go_binary_of(&module, package.as_deref(), &version)
             })
             .await?
-        } else if let Some(package) = &backend.cargo_package {
-            let (dir, package) = (target.dir.clone(), package.clone());
-            crate::process::blocking("backend build", move || cargo_binary(&dir, &package)).await?
+        } else if let Some(choice) = super::cargo::CargoChoice::of(&target.dir, backend) {
+            crate::process::blocking("backend build", move || choice.build()).await?
         } else {
             match &backend.program {
                 // Relative to the target directory — made absolute, since the backend runs in
@@ -143,7 +142,9 @@ impl Cluster {
                     .unwrap_or_default();
                 Readiness::Http {
                     url: format!(
-                        "https://127.0.0.1:{port}{}",
+                        "{}://127.0.0.1:{}{}",
+                        backend.readiness_scheme.as_deref().unwrap_or("https"),
+                        backend.readiness_port.unwrap_or(port),
                         backend.readiness_path.as_deref().unwrap_or("/readyz")
                     ),
                     client: probe_client(&ca_pem, None)?,
@@ -192,70 +193,6 @@ pub(super) fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<
     Ok(out)
 }
 
-/// Build the binary of `package` with cargo (from the workspace around `dir`) and return its
-/// path. Uses `$CARGO` when set (as it is under `cargo test`).
-fn cargo_binary(dir: &Path, package: &str) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = std::process::Command::new(&cargo);
-    command
-        .args(["build", "--quiet", "--message-format=json", "-p", package])
-        .current_dir(dir);
-    // A test binary runs with the variables cargo sets for the crate under test
-    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, …). Build scripts such as ring's and the cc crate's
-    // rerun when those change, so passing them on rebuilt TLS and everything above it on every
-    // bring-up (10 s for requests-apiserver) and again on the next plain `cargo build`.
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(is_crate_build_variable) {
-            command.env_remove(&name);
-        }
-    }
-    let output = command
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|source| Error::Spawn {
-            binary: PathBuf::from(&cargo),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(Error::Build {
-            what: format!("building cargo package {package}"),
-            status: output.status.to_string(),
-            tail: String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            log: dir.to_owned(),
-        });
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact")
-        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .next_back()
-        .ok_or_else(|| Error::Fixture(format!("cargo built package {package} but reported no executable")))
-}
-
-/// The variables cargo sets for one crate's build or test run — not configuration of cargo.
-fn is_crate_build_variable(name: &str) -> bool {
-    name.starts_with("CARGO_PKG_")
-        || name.starts_with("CARGO_BIN_EXE_")
-        || matches!(
-            name,
-            "CARGO_MANIFEST_DIR"
-                | "CARGO_MANIFEST_PATH"
-                | "CARGO_MANIFEST_LINKS"
-                | "CARGO_CRATE_NAME"
-                | "CARGO_BIN_NAME"
-                | "CARGO_PRIMARY_PACKAGE"
-                | "CARGO_TARGET_TMPDIR"
-                | "CARGO_RUSTC_CURRENT_DIR"
-                | "OUT_DIR"
-        )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,27 +212,5 @@ mod tests {
         );
         assert!(expand("{{port", &vars).is_err());
         Ok(())
-    }
-
-    #[test]
-    fn only_the_crate_under_test_variables_are_dropped_from_nested_cargo() {
-        for name in [
-            "CARGO_PKG_NAME",
-            "CARGO_MANIFEST_DIR",
-            "CARGO_CRATE_NAME",
-            "OUT_DIR",
-            "CARGO_BIN_EXE_x",
-        ] {
-            assert!(is_crate_build_variable(name), "{name}");
-        }
-        for name in [
-            "CARGO_HOME",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_JOBS",
-            "CARGO",
-            "CARGO_PROFILE_DEV_OPT_LEVEL",
-        ] {
-            assert!(!is_crate_build_variable(name), "{name}");
-        }
     }
 }

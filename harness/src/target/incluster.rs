@@ -454,7 +454,11 @@ fn deployment(
     });
     if backend.readiness_log.is_none() {
         container["readinessProbe"] = json!({
-            "httpGet": {"scheme": "HTTPS", "port": POD_PORT, "path": backend.readiness_path.as_deref().unwrap_or("/readyz")},
+            "httpGet": {
+                "scheme": backend.readiness_scheme.as_deref().unwrap_or("https").to_ascii_uppercase(),
+                "port": backend.readiness_port.unwrap_or(POD_PORT),
+                "path": backend.readiness_path.as_deref().unwrap_or("/readyz"),
+            },
             "periodSeconds": 1,
             "failureThreshold": 3,
         });

@@ -18,6 +18,8 @@
 
 pub mod apply;
 mod backend;
+mod cargo;
+mod finalizers;
 pub mod expect;
 pub(crate) mod identity;
 pub(crate) mod incluster;
@@ -27,6 +29,7 @@ mod references;
 mod running;
 pub mod sources;
 pub mod spec;
+pub mod steps;
 mod up;
 pub(crate) mod webhooks;
 
@@ -86,7 +89,19 @@ impl Target {
                 ),
             }));
         }
-        let expectations = expectation_docs.first().map(expect::parse).transpose()?;
+        let fixture_refs: Vec<steps::ObjectRef> = objects
+            .iter()
+            .map(|d| steps::ObjectRef {
+                api_version: d.api_version.clone(),
+                kind: d.kind.clone(),
+                name: d.name.clone(),
+                namespace: d.namespace.clone(),
+            })
+            .collect();
+        let expectations = expectation_docs
+            .first()
+            .map(|d| expect::parse(d, &fixture_refs))
+            .transpose()?;
         if specs.len() > 1 {
             return Err(Error::Load(load::LoadError::Invalid {
                 doc: specs[1].source.clone(),

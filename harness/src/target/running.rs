@@ -172,27 +172,49 @@ impl RunningTarget {
         Ok(())
     }
 
-    /// Remove the target: APIServices first (so discovery stays healthy), then stop the
-    /// backend, then delete the other objects in reverse order — except Namespaces, which
-    /// nothing would finalize on the local plane (no kube-controller-manager); they are left
-    /// empty and reused by the next bring-up. Then wait (up to a minute) until everything it
-    /// deleted is gone — a CRD in particular, whose name the next target may reuse.
+    /// Remove the target: APIServices and webhook configurations first (so discovery stays
+    /// healthy), then every custom resource of the target's CRDs while the backend still runs
+    /// (a controller removes its finalizers), then stop the backend, then delete the other
+    /// objects in reverse order — except Namespaces, which nothing would finalize on the local
+    /// plane (no kube-controller-manager); they are left empty and reused by the next
+    /// bring-up. Then wait (up to a minute) until everything it deleted is gone — a CRD in
+    /// particular, whose name the next target may reuse.
+    ///
+    /// A custom resource whose finalizers the running backend did not remove within
+    /// [`FINALIZER_TIMEOUT`] is reported (naming the finalizers) and, once the backend has
+    /// stopped, freed of them, so teardown still completes.
     ///
     /// # Errors
-    /// [`Error::WaitTimeout`] naming what is still there.
+    /// [`Error::WaitTimeout`] naming what is still there; [`Error::NotObserved`] for custom
+    /// resources whose finalizers the backend left.
     pub async fn down(mut self, cluster: &Cluster) -> Result<()> {
         let client = cluster.client().await?;
         let (first, rest): (Vec<Applied>, Vec<Applied>) =
             self.applied.drain(..).partition(|a| a.removal == Removal::First);
         let mut deleted = apply::delete_all(&client, &first).await;
+        let crds: Vec<String> = rest
+            .iter()
+            .filter(|a| a.resource.kind == "CustomResourceDefinition")
+            .map(|a| a.name.clone())
+            .collect();
+        let stuck = super::finalizers::delete_custom_resources(&client, &crds, FINALIZER_TIMEOUT).await;
         if let Some(backend) = self.backend.take() {
             backend.stop(Duration::from_secs(5));
         }
+        if let Err(e) = &stuck {
+            tracing::warn!(target = %self.name, error = %e, "custom resources kept their finalizers");
+            super::finalizers::strip_finalizers(&client, &crds).await;
+        }
         let rest: Vec<Applied> = rest.into_iter().filter(|a| a.removal != Removal::Keep).collect();
         deleted.extend(apply::delete_all(&client, &rest).await);
-        apply::wait_gone(&client, &deleted, TEARDOWN_TIMEOUT).await
+        apply::wait_gone(&client, &deleted, TEARDOWN_TIMEOUT).await?;
+        stuck
     }
 }
+
+/// How long teardown waits, with the backend running, for the custom resources of the
+/// target's CRDs to be gone.
+pub const FINALIZER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn write_cert(dir: &Path, name: &str, cert: &KeyedCert) -> Result<(PathBuf, PathBuf)> {
     crate::pki::create_private_dir(dir)?;

@@ -1,152 +1,14 @@
-//! The health of one target, as a list of named checks: the engine behind
-//! `kube-harness verify` and the `every_target` scenario.
+//! `verify`'s pipeline for one target: bring it up, probe what it serves, run its
+//! expectations and steps, record every verdict, take the failure bundle, tear it down. The
+//! top of `check/`: it calls the stages, none of them calls it.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-use kube::{Api, Client};
-
+use super::result::{CheckResult, Recorder};
 use crate::Cluster;
 use crate::target::Target;
-use crate::target::apply::available_condition;
-
-/// One check's verdict.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CheckResult {
-    /// The target's name.
-    pub target: String,
-    /// What was checked ("APIService v1.g Available", …).
-    pub check: String,
-    /// Whether it passed.
-    pub passed: bool,
-    /// What was seen (the failure's message, or a short summary).
-    pub detail: String,
-    /// How long it took.
-    pub duration: Duration,
-    /// What the API answered, for snapshots (a resource list, say).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
-}
-
-pub(crate) struct Recorder {
-    target: String,
-    results: Vec<CheckResult>,
-}
-
-impl Recorder {
-    pub(crate) fn record(
-        &mut self,
-        check: impl Into<String>,
-        started: Instant,
-        outcome: Result<String, String>,
-    ) -> bool {
-        let passed = outcome.is_ok();
-        self.results.push(CheckResult {
-            target: self.target.clone(),
-            check: check.into(),
-            passed,
-            detail: outcome.unwrap_or_else(|e| e),
-            duration: started.elapsed(),
-            data: None,
-        });
-        passed
-    }
-}
-
-async fn apiservice_checks(rec: &mut Recorder, client: &Client, name: &str) {
-    let t = Instant::now();
-    let svc = match Api::<APIService>::all(client.clone()).get(name).await {
-        Ok(s) => s,
-        Err(e) => {
-            rec.record(format!("APIService {name} Available"), t, Err(e.to_string()));
-            return;
-        }
-    };
-    let condition = available_condition(&svc).unwrap_or_default();
-    let available = match &condition {
-        (s, r, m) if s == "True" => Ok(format!("{r}: {m}")),
-        (s, r, m) => Err(format!("Available={s} {r}: {m}")),
-    };
-    rec.record(format!("APIService {name} Available"), t, available);
-    let spec = svc.spec.unwrap_or_default();
-    let (group, version) = (spec.group.unwrap_or_default(), spec.version.unwrap_or_default());
-    let gv = format!("{group}/{version}");
-
-    let t = Instant::now();
-    let legacy = match client.list_api_groups().await {
-        Ok(groups)
-            if groups
-                .groups
-                .iter()
-                .any(|g| g.name == group && g.versions.iter().any(|v| v.version == version)) =>
-        {
-            Ok("listed".to_owned())
-        }
-        Ok(_) => Err(format!("{gv} is not listed in /apis")),
-        Err(e) => Err(e.to_string()),
-    };
-    rec.record(format!("{gv} in /apis"), t, legacy);
-
-    let t = Instant::now();
-    let v2 = match super::aggregated_discovery_group(client, &group).await {
-        Ok(entry)
-            if entry["versions"]
-                .as_array()
-                .is_some_and(|vs| vs.iter().any(|v| v["version"] == version.as_str())) =>
-        {
-            Ok("listed".to_owned())
-        }
-        Ok(_) => Err(format!("{gv} is not listed in aggregated discovery")),
-        Err(e) => Err(e.to_string()),
-    };
-    rec.record(format!("{gv} in aggregated discovery"), t, v2);
-    resource_list_check(rec, client, &group, &version).await;
-}
-
-async fn resource_list_check(rec: &mut Recorder, client: &Client, group: &str, version: &str) {
-    let t = Instant::now();
-    let (outcome, data) = match super::resource_list(client, group, version).await {
-        Ok(list) => {
-            let names: Vec<&str> = list["resources"]
-                .as_array()
-                .map(|r| r.iter().filter_map(|x| x["name"].as_str()).collect())
-                .unwrap_or_default();
-            (Ok(format!("resources: {}", names.join(", "))), Some(list))
-        }
-        Err(e) => (Err(e.to_string()), None),
-    };
-    rec.record(format!("{group}/{version} resource list"), t, outcome);
-    if let Some(last) = rec.results.last_mut() {
-        last.data = data;
-    }
-}
-
-async fn crd_checks(rec: &mut Recorder, client: &Client, name: &str) {
-    let t = Instant::now();
-    let crd = match Api::<CustomResourceDefinition>::all(client.clone()).get(name).await {
-        Ok(c) => c,
-        Err(e) => {
-            rec.record(format!("CRD {name} Established"), t, Err(e.to_string()));
-            return;
-        }
-    };
-    let established = crd
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-    let outcome = if established {
-        Ok("Established".to_owned())
-    } else {
-        Err("not Established".to_owned())
-    };
-    rec.record(format!("CRD {name} Established"), t, outcome);
-    for version in crd.spec.versions.iter().filter(|v| v.served) {
-        resource_list_check(rec, client, &crd.spec.group, &version.name).await;
-    }
-}
 
 /// How [`verify_target_with`] runs.
 #[derive(Debug, Clone, Default)]
@@ -188,10 +50,7 @@ pub async fn verify_target(cluster: &Cluster, target: &Target) -> Vec<CheckResul
 /// [`verify_target`] with [`VerifyOptions`]: snapshots updated, a failure bundle written
 /// before teardown.
 pub async fn verify_target_with(cluster: &Cluster, target: &Target, options: &VerifyOptions) -> Vec<CheckResult> {
-    let mut rec = Recorder {
-        target: target.name.clone(),
-        results: Vec::new(),
-    };
+    let mut rec = Recorder::new(&target.name);
     let t = Instant::now();
     let mut running = match cluster.up_target_or_keep(target).await {
         Ok(r) => {
@@ -239,7 +98,7 @@ pub async fn verify_target_with(cluster: &Cluster, target: &Target, options: &Ve
         // The teardown's own failure belongs in the bundle too (taken now if nothing failed
         // before it).
         if dir.join("failed-checks.txt").is_file() {
-            if let Err(e) = super::write_failed_checks(dir, &rec.results) {
+            if let Err(e) = super::report::write_failed_checks(dir, &rec.results) {
                 tracing::warn!(error = %e, "could not update failed-checks.txt");
             }
         } else {
@@ -265,10 +124,14 @@ async fn checks(
         }
     };
     for api_service in &target.plan.api_services {
-        apiservice_checks(rec, &client, api_service.name()).await;
+        super::probes::apiservice_checks(rec, &client, api_service.name()).await;
     }
+    let mut listed = BTreeSet::new();
     for crd in target.plan.crds() {
-        crd_checks(rec, &client, crd.name()).await;
+        super::probes::crd_checks(rec, &client, crd.name(), &mut listed).await;
+    }
+    if let Some(expectations) = target.expectations.as_ref().filter(|e| !e.steps.is_empty()) {
+        super::steps::run(rec, cluster, target, running, &expectations.steps, options.update).await;
     }
     if let Some(expectations) = &target.expectations {
         super::expect::run(rec, cluster, target, running, expectations, options.update).await;
@@ -306,13 +169,13 @@ async fn bundle(cluster: &Cluster, target: &Target, options: &VerifyOptions, rec
         return;
     };
     if rec.results.iter().all(|r| r.passed) {
-        super::remove_stale_bundle(dir);
+        super::report::remove_stale_bundle(dir);
         return;
     }
     let t = Instant::now();
     let written: crate::Result<()> = async {
-        super::write_failure_bundle(cluster, target, dir).await?;
-        super::write_failed_checks(dir, &rec.results)?;
+        super::report::write_failure_bundle(cluster, target, dir).await?;
+        super::report::write_failed_checks(dir, &rec.results)?;
         Ok(())
     }
     .await;
