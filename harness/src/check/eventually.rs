@@ -225,7 +225,9 @@ fn to_json<K: Serialize>(object: &K) -> Value {
 }
 
 /// Wait until object `name` of `api` matches the partial object `expected` (see
-/// [`partial_match`]); return it. Answers after one list when it already matches.
+/// [`partial_match`]); return it. Answers after one list when it already matches. A top-level
+/// `apiVersion` and `kind` in `expected` are not compared: they name the object, which `api`
+/// already selects (and lists omit them from built-in objects).
 ///
 /// # Errors
 /// [`Error::NotObserved`] at `timeout`, with the last object seen and a diff against
@@ -235,6 +237,12 @@ where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug + Send + 'static,
 {
     let what = format!("{name} to match the expected fields");
+    let mut expected = expected.clone();
+    if let Some(map) = expected.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let expected = &expected;
     watch_until(api.clone(), by_name(name), &what, timeout, |objects| {
         match objects.values().find(|o| o.name_any() == name) {
             None => Verdict::NotYet(format!("{name} does not exist")),

@@ -55,17 +55,24 @@ pub async fn verify_target_with(cluster: &Cluster, target: &Target, options: &Ve
     let mut running = match cluster.up_target_or_keep(target).await {
         Ok(r) => {
             let timings = r.timings();
-            let mut detail = format!(
-                "backend ready {:.2}s, APIServices Available {:.2}s",
-                timings.backend_ready.as_secs_f64(),
-                timings.apiservices_available.as_secs_f64()
-            );
+            let mut parts = Vec::new();
+            if target.spec.as_ref().is_some_and(|s| s.backend.is_some()) {
+                parts.push(format!("backend ready {:.2}s", timings.backend_ready.as_secs_f64()));
+            }
+            if !target.plan.api_services.is_empty() {
+                parts.push(format!(
+                    "APIServices Available {:.2}s",
+                    timings.apiservices_available.as_secs_f64()
+                ));
+            }
             if !target.plan.admission.is_empty() {
-                detail.push_str(&format!(
-                    ", webhooks answered {:.2}s",
+                parts.push(format!(
+                    "webhooks answered {:.2}s",
                     timings.webhooks_answered.as_secs_f64()
                 ));
             }
+            parts.push(format!("up in {:.2}s", timings.total.as_secs_f64()));
+            let detail = parts.join(", ");
             rec.record("bring up", t, Ok(detail));
             r
         }
