@@ -151,7 +151,7 @@ fn verify_passes_on_every_shipped_target_and_writes_junit() -> anyhow::Result<()
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for target in ["metrics —", "requests —", "samples —", "wardle —", "webhooks —"] {
+    for target in ["metrics —", "requests —", "samples —", "wardle —", "webhooks —", "widgets —"] {
         assert!(stdout.contains(target), "{target} missing from:\n{stdout}");
     }
     assert!(stdout.contains(" 0 failed"), "{stdout}");
@@ -165,7 +165,7 @@ fn verify_passes_on_every_shipped_target_and_writes_junit() -> anyhow::Result<()
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
     }
     let xml = std::fs::read_to_string(&junit)?;
-    assert_eq!(xml.matches("<testsuite ").count(), 5, "{xml}");
+    assert_eq!(xml.matches("<testsuite ").count(), 6, "{xml}");
     assert!(!xml.contains("<failure"), "{xml}");
     std::fs::remove_file(junit)?;
     Ok(())
@@ -760,5 +760,45 @@ fn redirected_output_is_plain_and_a_removed_log_is_explained() -> anyhow::Result
         stderr.contains("the logs named above were removed with the cluster; rerun with KUBE_HARNESS_KEEP=1"),
         "{stderr}"
     );
+    Ok(())
+}
+
+/// A directory of targets where one does not load: it is a failed target of its own (with
+/// the whole error), the others still run, and `--target` gets around it.
+#[test]
+fn a_target_that_does_not_load_fails_alone_and_the_rest_run() -> anyhow::Result<()> {
+    let root = std::env::temp_dir().join(format!("kh-broken-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (good, bad) = (root.join("gadgets"), root.join("broken-steps"));
+    std::fs::create_dir_all(&good)?;
+    std::fs::create_dir_all(&bad)?;
+    std::fs::write(
+        good.join("crd.yaml"),
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: gadgets.example.org}\n\
+         spec:\n  group: example.org\n  names: {kind: Gadget, plural: gadgets}\n  scope: Namespaced\n  versions:\n\
+         \x20   - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}\n",
+    )?;
+    std::fs::write(
+        good.join("target.yaml"),
+        "apiVersion: kube-harness.dev/v1alpha1\nkind: Target\nmetadata: {name: gadgets}\nspec: {}\n",
+    )?;
+    std::fs::write(
+        bad.join("expectations.yaml"),
+        "apiVersion: kube-harness.dev/v1alpha1\nkind: Expectations\nmetadata: {name: b}\nspec:\n  steps:\n    - waitFor: {}\n",
+    )?;
+    let out = Command::new(BIN).arg("verify").arg(&root).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("broken-steps — 0/1 checks passed"), "{stdout}");
+    assert!(stdout.contains("FAIL load the target directory"), "{stdout}");
+    assert!(stdout.contains("steps[0] (step 1): unknown field `waitFor`"), "{stdout}");
+    assert!(stdout.contains("gadgets — ") && stdout.contains("PASS CRD gadgets.example.org Established"), "{stdout}");
+    assert!(stdout.contains("2 targets × 1 version(s)") && stdout.contains("(1 target(s) did not load)"), "{stdout}");
+
+    let out = Command::new(BIN).arg("verify").arg(&root).args(["--target", "gadgets"]).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains("broken-steps"), "{stdout}");
+    std::fs::remove_dir_all(&root)?;
     Ok(())
 }

@@ -418,30 +418,101 @@ fn budget_check(cluster: &Cluster, budget: f64) -> crate::check::CheckResult {
 /// `verify` over every version asked for (`--k8s-version 1.36.3,1.37.2`): one cluster per
 /// version, the targets on each; check names carry the version when there are several.
 async fn verify(versions: &[KubeVersion], dirs: &[PathBuf], options: &CliVerifyOptions) -> anyhow::Result<ExitCode> {
-    let targets = select_targets(load_targets(dirs)?, &options.only)?;
-    anyhow::ensure!(!targets.is_empty(), "no target directories under {dirs:?}");
-    let mut all = Vec::new();
+    let (loaded, broken) = load_each_target(dirs)?;
+    // A target that does not load is a failed target of its own (named by its directory);
+    // the others still run. `--target` selects among both.
+    let broken: Vec<crate::check::CheckResult> = broken
+        .into_iter()
+        .filter(|r| options.only.is_empty() || options.only.contains(&r.target))
+        .collect();
+    let targets = if options.only.iter().all(|o| broken.iter().any(|b| &b.target == o)) && !options.only.is_empty() {
+        Vec::new()
+    } else {
+        let only: Vec<String> = options
+            .only
+            .iter()
+            .filter(|o| !broken.iter().any(|b| &b.target == *o))
+            .cloned()
+            .collect();
+        select_targets(loaded, &only)?
+    };
+    anyhow::ensure!(
+        !targets.is_empty() || !broken.is_empty(),
+        "no target directories under {dirs:?}"
+    );
+    for failed in &broken {
+        print_results(&failed.target, std::slice::from_ref(failed), options.quiet);
+    }
+    let mut all = broken;
+    if targets.is_empty() {
+        return Ok(summary(&all, 0, versions.len(), options));
+    }
     for version in versions {
         let label = (versions.len() > 1).then(|| version.to_string());
         let results = verify_version(*version, label.as_deref(), &targets, options).await?;
         all.extend(results);
     }
-    let failed = all.iter().filter(|r| !r.passed).count();
+    let count = targets.len();
     if let Some(path) = &options.junit {
         std::fs::write(path, crate::check::junit(&all)).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    Ok(summary(&all, count, versions.len(), options))
+}
+
+/// The last line of `verify`, and its exit code.
+fn summary(all: &[crate::check::CheckResult], targets: usize, versions: usize, options: &CliVerifyOptions) -> ExitCode {
+    let failed = all.iter().filter(|r| !r.passed).count();
+    let unloaded = all.iter().filter(|r| r.check == LOAD_CHECK).count();
+    if targets == 0
+        && let Some(path) = &options.junit
+        && let Err(e) = std::fs::write(path, crate::check::junit(all))
+    {
+        eprintln!("kube-harness: cannot write {}: {e}", path.display());
+    }
     println!(
-        "\n{} targets × {} version(s), {} checks: {} passed, {failed} failed",
-        targets.len(),
-        versions.len(),
+        "\n{} targets × {versions} version(s), {} checks: {} passed, {failed} failed{}",
+        targets + unloaded,
         all.len(),
-        all.len() - failed
+        all.len() - failed,
+        if unloaded > 0 {
+            format!(" ({unloaded} target(s) did not load)")
+        } else {
+            String::new()
+        }
     );
-    Ok(if failed == 0 {
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
+}
+
+/// The check a target that does not load fails.
+const LOAD_CHECK: &str = "load the target directory";
+
+/// Load every target `dirs` name; those that do not load (or whose cargo backend cannot be
+/// chosen) come back as a failed check each, named by their directory, with the whole error.
+fn load_each_target(dirs: &[PathBuf]) -> anyhow::Result<(Vec<Target>, Vec<crate::check::CheckResult>)> {
+    let dirs = crate::target::sources::target_dirs(dirs)?;
+    let mut loaded = Vec::new();
+    let mut broken = Vec::new();
+    for dir in dirs {
+        let started = std::time::Instant::now();
+        match Target::load(&dir).and_then(|t| t.preflight().map(|()| t)) {
+            Ok(t) => loaded.push(t),
+            Err(e) => broken.push(crate::check::CheckResult {
+                target: dir
+                    .file_name()
+                    .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+                check: LOAD_CHECK.to_owned(),
+                passed: false,
+                detail: e.to_string(),
+                duration: started.elapsed(),
+                data: None,
+            }),
+        }
+    }
+    Ok((loaded, broken))
 }
 
 async fn verify_version(

@@ -157,6 +157,24 @@ impl Target {
 }
 
 impl Target {
+    /// What can be checked of the backend before any cluster starts, beyond [`Target::load`]:
+    /// a cargo backend's package and binary exist and the choice is not ambiguous (`cargo
+    /// metadata`, about 0.1 s, no build).
+    ///
+    /// # Errors
+    /// [`Error::Fixture`] naming the package and its binaries.
+    pub fn preflight(&self) -> Result<()> {
+        let Some(backend) = self.spec.as_ref().and_then(|s| s.backend.as_ref()) else {
+            return Ok(());
+        };
+        if let Some(choice) = cargo::CargoChoice::of(&self.dir, backend) {
+            choice
+                .resolve()
+                .map_err(|e| Error::Fixture(format!("target {} ({}): {e}", self.name, self.dir.display())))?;
+        }
+        Ok(())
+    }
+
     /// Append arguments to the backend's command line (placeholders allowed).
     #[must_use]
     pub fn with_backend_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
