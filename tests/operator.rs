@@ -31,7 +31,10 @@ fn names(failed: &[CheckResult]) -> Vec<&str> {
 async fn an_operator_whose_role_cannot_patch_events_fails_the_event_series_step() -> anyhow::Result<()> {
     let without_patch = |file: &str, text: String| {
         if file == "rbac.yaml" {
-            text.replace("    resources: [events]\n    verbs: [create, patch]", "    resources: [events]\n    verbs: [create]")
+            text.replace(
+                "    resources: [events]\n    verbs: [create, patch]",
+                "    resources: [events]\n    verbs: [create]",
+            )
         } else {
             text
         }
@@ -42,11 +45,7 @@ async fn an_operator_whose_role_cannot_patch_events_fails_the_event_series_step(
         "widgets/rbac.yaml changed shape"
     );
     let failed = failed_checks(Target::load(&dir)?).await?;
-    assert_eq!(
-        names(&failed),
-        ["step 5: every reconcile is reported"],
-        "{failed:#?}"
-    );
+    assert_eq!(names(&failed), ["step 5: every reconcile is reported"], "{failed:#?}");
     let detail = &failed[0].detail;
     assert!(
         detail.contains("events Widget/w1 Normal Reconciled ×2")
@@ -56,7 +55,9 @@ async fn an_operator_whose_role_cannot_patch_events_fails_the_event_series_step(
     );
     // The backend's own words, from its log tail.
     assert!(
-        detail.contains("the backend's log") && detail.contains("publishing the Reconciled event") && detail.contains("forbidden"),
+        detail.contains("the backend's log")
+            && detail.contains("publishing the Reconciled event")
+            && detail.contains("forbidden"),
         "{detail}"
     );
     Ok(())
@@ -101,7 +102,9 @@ async fn an_operator_that_keeps_its_finalizer_fails_the_absent_step_and_is_named
         failed[0].detail
     );
     assert!(
-        failed[2].detail.contains("Widget default/sample-widget (finalizers: [\"widgets.ops.example.com/cleanup\"])")
+        failed[2]
+            .detail
+            .contains("Widget default/sample-widget (finalizers: [\"widgets.ops.example.com/cleanup\"])")
             && failed[2].detail.contains("must remove them"),
         "{}",
         failed[2].detail
@@ -113,11 +116,7 @@ async fn an_operator_that_keeps_its_finalizer_fails_the_absent_step_and_is_named
 async fn an_operator_whose_child_has_no_owner_fails_the_garbage_collection_step() -> anyhow::Result<()> {
     let target = Target::load(common::target_dir("widgets"))?.with_backend_args(["--fault=no-owner-reference"]);
     let failed = failed_checks(target).await?;
-    assert_eq!(
-        names(&failed),
-        ["step 11: its ConfigMap goes with it"],
-        "{failed:#?}"
-    );
+    assert_eq!(names(&failed), ["step 11: its ConfigMap goes with it"], "{failed:#?}");
     assert!(
         failed[0]
             .detail
@@ -175,14 +174,24 @@ async fn the_operator_keeps_its_promises_asserted_through_the_library() -> anyho
     );
 
     widgets
-        .patch("from-rust", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 6}})))
+        .patch(
+            "from-rust",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 6}})),
+        )
         .await?;
     let config_maps: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         "default",
         &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "ConfigMap")),
     );
-    assert_eventually(&config_maps, "from-rust-config", &json!({"data": {"size": "6"}}), timeout).await?;
+    assert_eventually(
+        &config_maps,
+        "from-rust-config",
+        &json!({"data": {"size": "6"}}),
+        timeout,
+    )
+    .await?;
     widgets.delete("from-rust", &DeleteParams::default()).await?;
     expect_absent(&widgets, "from-rust", timeout).await?;
     expect_absent(&config_maps, "from-rust-config", Duration::from_secs(60)).await?;

@@ -151,7 +151,14 @@ fn verify_passes_on_every_shipped_target_and_writes_junit() -> anyhow::Result<()
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for target in ["metrics —", "requests —", "samples —", "wardle —", "webhooks —", "widgets —"] {
+    for target in [
+        "metrics —",
+        "requests —",
+        "samples —",
+        "wardle —",
+        "webhooks —",
+        "widgets —",
+    ] {
         assert!(stdout.contains(target), "{target} missing from:\n{stdout}");
     }
     assert!(stdout.contains(" 0 failed"), "{stdout}");
@@ -791,11 +798,24 @@ fn a_target_that_does_not_load_fails_alone_and_the_rest_run() -> anyhow::Result<
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("broken-steps — 0/1 checks passed"), "{stdout}");
     assert!(stdout.contains("FAIL load the target directory"), "{stdout}");
-    assert!(stdout.contains("steps[0] (step 1): unknown field `waitFor`"), "{stdout}");
-    assert!(stdout.contains("gadgets — ") && stdout.contains("PASS CRD gadgets.example.org Established"), "{stdout}");
-    assert!(stdout.contains("2 targets × 1 version(s)") && stdout.contains("(1 target(s) did not load)"), "{stdout}");
+    assert!(
+        stdout.contains("steps[0] (step 1): unknown field `waitFor`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("gadgets — ") && stdout.contains("PASS CRD gadgets.example.org Established"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 targets × 1 version(s)") && stdout.contains("(1 target(s) did not load)"),
+        "{stdout}"
+    );
 
-    let out = Command::new(BIN).arg("verify").arg(&root).args(["--target", "gadgets"]).output()?;
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg(&root)
+        .args(["--target", "gadgets"])
+        .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(!stdout.contains("broken-steps"), "{stdout}");

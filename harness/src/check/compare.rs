@@ -59,4 +59,3 @@ fn first_difference(old: &str, new: &str) -> String {
     }
     String::new()
 }
-

@@ -63,7 +63,13 @@ pub fn partial_match(expected: &Value, actual: &Value) -> std::result::Result<()
 }
 
 fn matches_at(expected: &Value, actual: &Value, path: &mut String) -> std::result::Result<(), String> {
-    let at = |path: &str| if path.is_empty() { ".".to_owned() } else { path.to_owned() };
+    let at = |path: &str| {
+        if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
     match (expected, actual) {
         (Value::Object(want), Value::Object(got)) => {
             for (key, value) in want {
@@ -329,7 +335,10 @@ fn judge_condition(rule: &ConditionRule, object: &Value) -> std::result::Result<
             found["reason"],
             found["message"],
             rule.status,
-            rule.reason.as_ref().map(|r| format!(" reason={r:?}")).unwrap_or_default()
+            rule.reason
+                .as_ref()
+                .map(|r| format!(" reason={r:?}"))
+                .unwrap_or_default()
         ))
     }
 }
@@ -367,8 +376,14 @@ fn about(rule: &EventsRule, event: &Event) -> bool {
 
 fn selects(rule: &EventsRule, event: &Event) -> bool {
     about(rule, event)
-        && rule.reason.as_ref().is_none_or(|r| event.reason.as_deref() == Some(r.as_str()))
-        && rule.type_.as_ref().is_none_or(|t| event.type_.as_deref() == Some(t.as_str()))
+        && rule
+            .reason
+            .as_ref()
+            .is_none_or(|r| event.reason.as_deref() == Some(r.as_str()))
+        && rule
+            .type_
+            .as_ref()
+            .is_none_or(|t| event.type_.as_deref() == Some(t.as_str()))
 }
 
 /// How many times an event happened: its series count, else the deprecated count, else 1.
@@ -441,7 +456,10 @@ mod tests {
         });
         assert_eq!(partial_match(&json!({"status": {"size": 3.0}}), &actual), Ok(()));
         assert_eq!(
-            partial_match(&json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}), &actual),
+            partial_match(
+                &json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+                &actual
+            ),
             Ok(())
         );
         assert_eq!(
@@ -473,9 +491,13 @@ mod tests {
     fn a_condition_rule_names_what_it_found() {
         let object = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Waiting"}]}});
         assert!(judge_condition(&ConditionRule::new("Ready", "False"), &object).is_ok());
-        let err = judge_condition(&ConditionRule::new("Ready", "True"), &object).err().unwrap_or_default();
+        let err = judge_condition(&ConditionRule::new("Ready", "True"), &object)
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("status=\"False\" reason=\"Waiting\""), "{err}");
-        let err = judge_condition(&ConditionRule::new("Synced", "True"), &object).err().unwrap_or_default();
+        let err = judge_condition(&ConditionRule::new("Synced", "True"), &object)
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("types there: [\"Ready\"]"), "{err}");
     }
 }

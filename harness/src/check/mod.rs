@@ -23,7 +23,6 @@ pub use queries::{
     CrudCase, aggregated_discovery_group, crud_round_trip, delete_and_get, outcome, probe_list, probe_list_once_bound,
     resource_list, retry_while_forbidden, status_record, table,
 };
+pub use report::{junit, remove_stale_bundle, write_failed_checks, write_failure_bundle};
 pub use result::CheckResult;
 pub use verify::{VerifyOptions, verify_target, verify_target_with};
-pub use report::{junit, remove_stale_bundle, write_failed_checks, write_failure_bundle};
-

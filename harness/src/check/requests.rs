@@ -50,7 +50,13 @@ impl Answer {
 
 /// The client the rule's identity sends with.
 async fn client_for(cluster: &Cluster, rule: &RequestRule) -> Result<Client, String> {
-    super::queries::client_as(cluster, rule.user.as_deref(), &rule.groups, rule.service_account.as_deref()).await
+    super::queries::client_as(
+        cluster,
+        rule.user.as_deref(),
+        &rule.groups,
+        rule.service_account.as_deref(),
+    )
+    .await
 }
 
 /// Send the rule's request once.

@@ -83,13 +83,8 @@ async fn run_step(
     update: bool,
 ) -> Outcome {
     let id = &step.identity;
-    let client = super::queries::client_as(
-        cluster,
-        id.user.as_deref(),
-        &id.groups,
-        id.service_account.as_deref(),
-    )
-    .await?;
+    let client =
+        super::queries::client_as(cluster, id.user.as_deref(), &id.groups, id.service_account.as_deref()).await?;
     match &step.action {
         Action::Apply(objects) => {
             let source = target
@@ -135,7 +130,10 @@ async fn run_step(
             if step.snapshot {
                 let mut value = serde_json::to_value(&found).map_err(|e| e.to_string())?;
                 redact_volatile(&mut value);
-                let path = target.dir.join("snapshots").join(format!("{}.snap", step.snapshot_stem()));
+                let path = target
+                    .dir
+                    .join("snapshots")
+                    .join(format!("{}.snap", step.snapshot_stem()));
                 super::compare::compare_snapshot(&path, &value, update)
             } else {
                 Ok(format!("{} matches", r.display()))
@@ -159,7 +157,11 @@ async fn run_step(
             let events = super::eventually::expect_events(&client, rule, step.timeout)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(format!("{} event object(s) about {}", events.len(), rule.regarding.name))
+            Ok(format!(
+                "{} event object(s) about {}",
+                events.len(),
+                rule.regarding.name
+            ))
         }
     }
 }
@@ -172,7 +174,9 @@ fn backend_log(running: &RunningTarget) -> String {
             backend.log().display(),
             backend.log_tail(LOG_TAIL)
         ),
-        None if running.backend_in_cluster() => "\n(the backend runs in the cluster: see its pod's log in the failure bundle)".into(),
+        None if running.backend_in_cluster() => {
+            "\n(the backend runs in the cluster: see its pod's log in the failure bundle)".into()
+        }
         None => String::new(),
     }
 }

@@ -92,8 +92,13 @@ impl CargoChoice {
             what: "cargo metadata".into(),
             source,
         })?;
-        choose(&metadata, self.package.as_deref(), self.manifest.as_deref(), self.bin.as_deref())
-            .map_err(|e| Error::Fixture(format!("{}: {e}", self.what())))
+        choose(
+            &metadata,
+            self.package.as_deref(),
+            self.manifest.as_deref(),
+            self.bin.as_deref(),
+        )
+        .map_err(|e| Error::Fixture(format!("{}: {e}", self.what())))
     }
 
     /// Build the chosen binary (a no-op when up to date) and return its path.
@@ -103,7 +108,15 @@ impl CargoChoice {
     pub(crate) fn build(&self) -> Result<PathBuf> {
         let (package, bin) = self.resolve()?;
         let output = self
-            .command(&["build", "--quiet", "--message-format=json", "-p", &package, "--bin", &bin])
+            .command(&[
+                "build",
+                "--quiet",
+                "--message-format=json",
+                "-p",
+                &package,
+                "--bin",
+                &bin,
+            ])
             .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|source| Error::Spawn {
@@ -236,9 +249,11 @@ mod tests {
         );
         assert_eq!(
             choose(&m, Some("widget-operator"), None, None),
-            Err("package widget-operator has several binaries (crdgen, controller) and no `default-run`: \
+            Err(
+                "package widget-operator has several binaries (crdgen, controller) and no `default-run`: \
                  name the backend's with `bin:`"
-                .into())
+                    .into()
+            )
         );
         assert_eq!(
             choose(&m, Some("widget-operator"), None, Some("manager")),

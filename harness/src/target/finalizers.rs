@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 
 /// The resource of a CRD's storage version (every instance is listed through it).
 async fn resource_of(client: &Client, crd: &str) -> Option<ApiResource> {
-    let crd = Api::<CustomResourceDefinition>::all(client.clone()).get_opt(crd).await.ok()??;
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get_opt(crd)
+        .await
+        .ok()??;
     let version = crd
         .spec
         .versions
@@ -37,7 +40,9 @@ fn describe(kind: &str, o: &DynamicObject) -> String {
 async fn remaining(client: &Client, crds: &[String]) -> Vec<(ApiResource, DynamicObject)> {
     let mut left = Vec::new();
     for crd in crds {
-        let Some(resource) = resource_of(client, crd).await else { continue };
+        let Some(resource) = resource_of(client, crd).await else {
+            continue;
+        };
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         if let Ok(list) = api.list(&ListParams::default()).await {
             left.extend(list.items.into_iter().map(|o| (resource.clone(), o)));
@@ -63,7 +68,10 @@ pub(crate) async fn delete_custom_resources(client: &Client, crds: &[String], ti
         return Ok(());
     }
     for (resource, o) in &objects {
-        if let Err(e) = api_of(client, resource, o).delete(&o.name_any(), &DeleteParams::default()).await {
+        if let Err(e) = api_of(client, resource, o)
+            .delete(&o.name_any(), &DeleteParams::default())
+            .await
+        {
             tracing::debug!(object = %o.name_any(), error = %e, "teardown could not delete a custom resource");
         }
     }
@@ -100,7 +108,9 @@ pub(crate) async fn strip_finalizers(client: &Client, crds: &[String]) {
             .patch(&o.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => tracing::warn!(object = %describe(&resource.kind, &o), "teardown removed finalizers the backend left"),
+            Ok(_) => {
+                tracing::warn!(object = %describe(&resource.kind, &o), "teardown removed finalizers the backend left")
+            }
             Err(e) => tracing::warn!(object = %o.name_any(), error = %e, "teardown could not remove finalizers"),
         }
     }

@@ -19,8 +19,8 @@
 pub mod apply;
 mod backend;
 mod cargo;
-mod finalizers;
 pub mod expect;
+mod finalizers;
 pub(crate) mod identity;
 pub(crate) mod incluster;
 pub mod load;

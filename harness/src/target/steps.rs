@@ -136,13 +136,18 @@ impl Step {
 }
 
 fn text(map: &Map<String, Value>, key: &str) -> Option<String> {
-    map.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+    map.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// An object's reference from `apiVersion`, `kind` and `metadata.name`/`.namespace` (a full
 /// or partial object), or, with `flat`, from `name`/`namespace` at the top.
 fn object_ref(value: &Value, flat: bool) -> Result<ObjectRef, String> {
-    let map = value.as_object().ok_or_else(|| format!("expected a mapping, got {value}"))?;
+    let map = value
+        .as_object()
+        .ok_or_else(|| format!("expected a mapping, got {value}"))?;
     let api_version = text(map, "apiVersion").ok_or("needs `apiVersion`")?;
     let kind = text(map, "kind").ok_or("needs `kind`")?;
     let meta = if flat {
@@ -165,7 +170,11 @@ fn parse_step(index: usize, value: &Value, known: &[ObjectRef]) -> Result<Step, 
     let map = value
         .as_object()
         .ok_or_else(|| format!("expected a mapping with one of {}", STEP_KINDS.join(", ")))?;
-    let kinds: Vec<&str> = map.keys().map(String::as_str).filter(|k| STEP_KINDS.contains(k)).collect();
+    let kinds: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|k| STEP_KINDS.contains(k))
+        .collect();
     if let Some(unknown) = map
         .keys()
         .find(|k| !STEP_KINDS.contains(&k.as_str()) && !COMMON.contains(&k.as_str()))
@@ -506,7 +515,8 @@ mod tests {
 
     #[test]
     fn every_step_kind_parses_and_gets_a_name() -> Result<(), LoadError> {
-        let w = json!({"apiVersion": "ops.example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "d"}});
+        let w =
+            json!({"apiVersion": "ops.example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "d"}});
         let flat = json!({"apiVersion": "ops.example.com/v1", "kind": "Widget", "name": "w1", "namespace": "d"});
         let mut cond = flat.clone();
         cond["type"] = json!("Ready");
@@ -548,13 +558,21 @@ mod tests {
             "{p}"
         );
         let p = problem(json!([{"wait": {}}]));
-        assert!(p.contains("step 1): unknown field `wait`: a step is one of apply, patch"), "{p}");
+        assert!(
+            p.contains("step 1): unknown field `wait`: a step is one of apply, patch"),
+            "{p}"
+        );
         let p = problem(json!([{"name": "x"}]));
         assert!(p.contains("no action"), "{p}");
         let p = problem(json!([{"apply": [], "delete": {}}]));
         assert!(p.contains("apply and delete in one step"), "{p}");
-        let p = problem(json!([{"absent": {"apiVersion": "v1", "kind": "ConfigMap", "name": "c"}, "timeoutSeconds": 3600}]));
-        assert!(p.contains("`timeoutSeconds`: 3600 is over the run's budget of 300 s"), "{p}");
+        let p = problem(
+            json!([{"absent": {"apiVersion": "v1", "kind": "ConfigMap", "name": "c"}, "timeoutSeconds": 3600}]),
+        );
+        assert!(
+            p.contains("`timeoutSeconds`: 3600 is over the run's budget of 300 s"),
+            "{p}"
+        );
         let p = problem(json!([{"events": {"regarding": {"kind": "Widget", "name": "nobody"}}}]));
         assert!(
             p.contains("`events`: regarding Widget/default/nobody: no fixture and no earlier `apply` step creates it"),
