@@ -35,6 +35,14 @@ fn the_quick_benchmark_measures_everything() -> anyhow::Result<()> {
             "{target}"
         );
     }
+    for key in ["assert_holds_ms", "operator_verify_s"] {
+        let v = report["steps"][key]["median"].as_f64();
+        assert!(
+            v.is_some_and(|v| v.is_finite() && v > 0.0),
+            "{key} = {:?}",
+            report["steps"][key]
+        );
+    }
     // Quick mode does not run the suite from inside the suite.
     assert!(report["suite_s"].is_null() && report["workspace_s"].is_null());
     let markdown = std::fs::read_to_string(out.join("BENCHMARKS.md"))?;

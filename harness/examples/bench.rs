@@ -251,6 +251,46 @@ async fn webhook_ready(cluster: &Cluster, dir: &Path, rounds: usize) -> anyhow::
     Ok((stats(&answered), stats(&with_create)))
 }
 
+/// An `assert_eventually` that already holds: ms from the call to its answer (one list, no
+/// sleep), over `rounds` calls on one ConfigMap.
+async fn assert_that_holds(cluster: &Cluster, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let resource = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("", "v1", "ConfigMap"));
+    let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(cluster.client().await?, "default", &resource);
+    let config_map: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "bench-assert"}, "data": {"ready": "yes"}
+    }))?;
+    api.create(&PostParams::default(), &config_map).await?;
+    let expected = json!({"data": {"ready": "yes"}});
+    let mut ms = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        kube_harness::check::assert_eventually(&api, "bench-assert", &expected, std::time::Duration::from_secs(5))
+            .await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    api.delete("bench-assert", &Default::default()).await?;
+    Ok(ms)
+}
+
+/// `verify` of the shipped operator target (`widgets`: bring-up, 11 steps, teardown), on its
+/// own cluster each round; every check must pass.
+async fn operator_verify(rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let target = Target::load("fixtures/targets/widgets")?;
+    let mut seconds = Vec::new();
+    for _ in 0..rounds {
+        let cluster = ControlPlane::builder().start().await?;
+        let t = Instant::now();
+        let results = kube_harness::check::verify_target(&cluster, &target).await;
+        seconds.push(t.elapsed().as_secs_f64());
+        cluster.stop();
+        if let Some(failed) = results.iter().find(|r| !r.passed) {
+            bail!("widgets: {} failed: {}", failed.check, failed.detail);
+        }
+    }
+    Ok(seconds)
+}
+
 /// The collection path of the first resource the target's first APIService serves.
 fn list_path(target: &Target) -> Option<String> {
     let spec = target.plan.api_services.first()?.object.spec.as_ref()?;
@@ -465,7 +505,11 @@ async fn main() -> anyhow::Result<()> {
         crd_create.push(create);
     }
     eprintln!("bench: CRD install {crd_install:?} ms, first LIST {crd_list:?} ms, first create {crd_create:?} ms");
+    let assert_ms = assert_that_holds(&cluster, rounds.max(10)).await?;
+    eprintln!("bench: an assert that already holds: {assert_ms:?} ms");
     cluster.stop();
+    let operator_s = operator_verify(rounds.min(3)).await?;
+    eprintln!("bench: verify of the operator target: {operator_s:?} s");
     let overhead = stats(&overhead);
     let rss = peak_rss_mb();
     let builds = recorded_builds(&kube_harness::assets::Resolver::new(version).cache_root());
@@ -491,6 +535,7 @@ async fn main() -> anyhow::Result<()> {
         "controller_manager": {"healthy_after_ready_s": stats(&kcm_healthy), "cpu_first_3s": stats(&kcm_cpu)},
         "aggregation": aggregation,
         "webhooks": {"answered_s": webhook_answered, "answered_and_create_s": webhook_create},
+        "steps": {"assert_holds_ms": stats(&assert_ms), "operator_verify_s": stats(&operator_s)},
         "per_test_ms_detail": overhead,
         "crd_first_use_ms": {"install": stats(&crd_install), "first_list": stats(&crd_list), "first_create": stats(&crd_create)},
         "cold_build_s": builds,
@@ -565,6 +610,17 @@ fn table(r: &Value) -> String {
             r["webhooks"]["answered_s"]["median"]
                 .as_f64()
                 .map_or("–".into(), |x| format!("{:.2}× of target", x / 0.5))
+        ),
+        format!(
+            "| an `assert` step that already holds (one list, no sleep) | ≤ 10 ms | {} | {} |",
+            unit(&r["steps"]["assert_holds_ms"]["median"], "ms"),
+            r["steps"]["assert_holds_ms"]["median"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{:.2}× of target", x / 10.0))
+        ),
+        format!(
+            "| `verify` of the operator target (widgets: bring-up, 11 steps, teardown) | – | {} | – |",
+            unit(&r["steps"]["operator_verify_s"]["median"], "s"),
         ),
         format!(
             "| scenario suite (`tests/`), warm | ≤ 60 s | {} | {} |",

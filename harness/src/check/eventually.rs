@@ -11,24 +11,7 @@
 //! the object are ignored), lists element by element with the same length (as kuttl and
 //! chainsaw match them), scalars by equality.
 //!
-//! ```no_run
-//! # async fn wrapper() -> kube_harness::Result<()> {
-//! use std::time::Duration;
-//! use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-//! use kube_harness::check::{ConditionRule, EventsRule, assert_eventually, expect_condition, expect_events};
-//! let cluster = kube_harness::shared().await?;
-//! let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("ops.example.com", "v1", "Widget"));
-//! let widgets: Api<DynamicObject> = Api::namespaced_with(cluster.client().await?, "default", &resource);
-//! let expected = serde_json::json!({
-//!     "metadata": {"finalizers": ["widgets.ops.example.com/cleanup"]},
-//!     "status": {"phase": "Ready"},
-//! });
-//! assert_eventually(&widgets, "w1", &expected, Duration::from_secs(30)).await?;
-//! expect_condition(&widgets, "w1", &ConditionRule::new("Ready", "True"), Duration::from_secs(30)).await?;
-//! let rule = EventsRule::regarding("Widget", "w1").in_namespace("default").with_reason("Reconciled").at_least(2);
-//! expect_events(&cluster.client().await?, &rule, Duration::from_secs(30)).await?;
-//! # Ok(()) }
-//! ```
+//! (The example is in the [`check`](super) module's documentation.)
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -113,10 +113,27 @@ impl Target {
         let plan = Plan::new(objects)?;
         if let (Some(spec), Some(doc)) = (&spec, &spec_doc) {
             for svc in &spec.api_services {
-                if !plan.api_services.iter().any(|a| a.name() == svc.name) {
+                let Some(defined) = plan.api_services.iter().find(|a| a.name() == svc.name) else {
                     return Err(Error::Fixture(format!(
                         "{}: Target/{}: `apiServices` names APIService {:?}, but no fixture file defines it",
                         doc.source, doc.name, svc.name
+                    )));
+                };
+                // Upstream manifests often ship `insecureSkipTLSVerify: true`; beside the
+                // caBundle the harness injects, kube-apiserver refuses the APIService (422).
+                let skips = defined
+                    .object
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.insecure_skip_tls_verify)
+                    .unwrap_or(false);
+                if skips && svc.ca_bundle_from.is_some() {
+                    return Err(Error::Fixture(format!(
+                        "{}: APIService {:?} sets `insecureSkipTLSVerify: true`, and Target/{} gives it                          `caBundleFrom: {}`: kube-apiserver refuses both together. Remove                          `insecureSkipTLSVerify` from the APIService (the harness injects the caBundle, so                          the aggregator verifies the backend), or drop `caBundleFrom` to keep skipping                          verification",
+                        defined.doc.source,
+                        svc.name,
+                        doc.name,
+                        svc.ca_bundle_from.as_deref().unwrap_or_default()
                     )));
                 }
             }
