@@ -460,6 +460,7 @@ where
     let start = Instant::now();
     let mut delay = Duration::from_millis(2);
     let mut last: String;
+    let mut forbidden_since: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_exit() {
             return Err(child.exited_error(status));
@@ -468,10 +469,28 @@ where
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
-        if start.elapsed() >= timeout {
+        // A backend that logs a request its identity may not make, and is still not ready
+        // FORBIDDEN_GRACE later (RBAC reaches the authorizer a moment after it is written),
+        // is failed now rather than at the timeout; the caller names the line and the grant.
+        if child.component == "backend" && forbidden_since.is_none() && logs_forbidden(&child.log) {
+            tracing::warn!(log = %child.log.display(), "the backend logged a forbidden request while starting");
+            forbidden_since = Some(Instant::now());
+        }
+        let forbidden_too_long = forbidden_since.is_some_and(|t| t.elapsed() >= FORBIDDEN_GRACE);
+        if forbidden_too_long {
+            last = format!(
+                "{last}; the backend logged a forbidden request and was still not ready {} s later",
+                FORBIDDEN_GRACE.as_secs()
+            );
+        }
+        if start.elapsed() >= timeout || forbidden_too_long {
             return Err(Error::StartupTimeout {
                 component: child.component,
-                timeout,
+                timeout: if forbidden_too_long {
+                    Duration::from_secs(start.elapsed().as_secs())
+                } else {
+                    timeout
+                },
                 last_probe: last,
                 log: child.log.clone(),
                 tail: child.log_tail(30),
@@ -480,6 +499,15 @@ where
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(50));
     }
+}
+
+/// How long a starting backend may go on after logging a forbidden request before its start
+/// fails (instead of waiting out its whole start timeout).
+const FORBIDDEN_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether a log holds an authorization denial in kube-apiserver's words.
+fn logs_forbidden(log: &Path) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|text| text.contains(" is forbidden: User "))
 }
 
 /// A short-timeout HTTP client for readiness probes that trusts `ca_pem` (nothing, for plain
