@@ -133,8 +133,18 @@ impl GoRunner<'_> {
             crate::progress::blocking(what, || out.wait_with_output()).map_err(Error::io("wait for go", dir))?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let _ = log.write_all(stdout.as_bytes());
-        // scripts/bench reads these lines for the cold-provisioning table.
-        let _ = writeln!(log, "# {what}: {:.1}s", started.elapsed().as_secs_f64());
+        // scripts/bench reads `# <what>: <s>s` lines for the cold-provisioning table: a failed
+        // build is recorded so that the table does not take it for a build time.
+        if output.status.success() {
+            let _ = writeln!(log, "# {what}: {:.1}s", started.elapsed().as_secs_f64());
+        } else {
+            let _ = writeln!(
+                log,
+                "# failed ({}) after {:.1}s: {what}",
+                output.status,
+                started.elapsed().as_secs_f64()
+            );
+        }
         if !output.status.success() {
             return Err(Error::Build {
                 what: what.to_owned(),

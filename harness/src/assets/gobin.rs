@@ -120,7 +120,9 @@ pub(crate) fn go_binary(
     let build = CachedBuild {
         cache_root,
         lock: format!("go-{safe}@{version}-{name}"),
-        log: cache_root.join(format!("build-go-{safe}@{version}.log")),
+        // One log per package: a failed build of another package of the module must not
+        // overwrite the log of one that built.
+        log: cache_root.join(format!("build-go-{safe}@{version}-{name}.log")),
         label: format!("building {import}@{version} (first use only)"),
         dir,
         name,
