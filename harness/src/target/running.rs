@@ -181,7 +181,7 @@ impl RunningTarget {
     /// particular, whose name the next target may reuse.
     ///
     /// A custom resource whose finalizers the running backend did not remove within
-    /// [`FINALIZER_TIMEOUT`] is reported (naming the finalizers) and, once the backend has
+    /// 30 s is reported (naming the finalizers) and, once the backend has
     /// stopped, freed of them, so teardown still completes.
     ///
     /// # Errors
