@@ -166,13 +166,34 @@ async fn run_step(
     }
 }
 
+/// `text` without terminal escape sequences (colours: many operators log through
+/// tracing-subscriber's ANSI formatter even into a file).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters and intermediates, up to the final byte (`@`..=`~`).
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// What the backend logged last, to show beside a failed step.
 fn backend_log(running: &RunningTarget) -> String {
     match running.backend() {
         Some(backend) => format!(
             "\nthe backend's log ({}), last lines:\n{}",
             backend.log().display(),
-            backend.log_tail(LOG_TAIL)
+            strip_ansi(&backend.log_tail(LOG_TAIL))
         ),
         None if running.backend_in_cluster() => {
             "\n(the backend runs in the cluster: see its pod's log in the failure bundle)".into()
@@ -228,6 +249,12 @@ pub(super) async fn run(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn colours_are_taken_out_of_a_log_tail() {
+        let line = "\u{1b}[2m2026-12-04T15:06:00Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m reconcile failed";
+        assert_eq!(strip_ansi(line), "2026-12-04T15:06:00Z  WARN reconcile failed");
+    }
 
     #[test]
     fn volatile_values_of_a_controllers_object_are_redacted() {
