@@ -132,7 +132,10 @@ fn every_command_agrees_on_which_directories_are_targets() -> anyhow::Result<()>
         .iter()
         .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    assert_eq!(names, ["metrics", "requests", "samples", "wardle", "webhooks", "widgets"]);
+    assert_eq!(
+        names,
+        ["metrics", "requests", "samples", "wardle", "webhooks", "widgets"]
+    );
 
     // A target whose files all sit in subdirectories (no target.yaml below): one target.
     let dir = scratch("subdirs")?;

@@ -58,6 +58,17 @@ impl CargoChoice {
         command
     }
 
+    /// Run cargo with `args`, its stdout captured, its stderr to `stderr`.
+    fn run(&self, args: &[&str], stderr: std::process::Stdio) -> Result<std::process::Output> {
+        self.command(args)
+            .stderr(stderr)
+            .output()
+            .map_err(|source| Error::Spawn {
+                binary: PathBuf::from("cargo"),
+                source,
+            })
+    }
+
     fn what(&self) -> String {
         match (&self.package, &self.manifest) {
             (Some(p), _) => format!("cargo package {p}"),
@@ -73,14 +84,10 @@ impl CargoChoice {
     /// [`Error::Fixture`] when the package is not there, has no binary, lacks the `bin` named,
     /// or has several binaries and neither `bin` nor `default-run`.
     pub(crate) fn resolve(&self) -> Result<(String, String)> {
-        let output = self
-            .command(&["metadata", "--format-version", "1", "--no-deps", "--quiet"])
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .map_err(|source| Error::Spawn {
-                binary: PathBuf::from("cargo"),
-                source,
-            })?;
+        let output = self.run(
+            &["metadata", "--format-version", "1", "--no-deps", "--quiet"],
+            std::process::Stdio::piped(),
+        )?;
         if !output.status.success() {
             return Err(Error::Fixture(format!(
                 "{}: `cargo metadata` failed: {}",
@@ -107,8 +114,8 @@ impl CargoChoice {
     /// What [`resolve`](Self::resolve) refuses; [`Error::Build`] when cargo fails.
     pub(crate) fn build(&self) -> Result<PathBuf> {
         let (package, bin) = self.resolve()?;
-        let output = self
-            .command(&[
+        let output = self.run(
+            &[
                 "build",
                 "--quiet",
                 "--message-format=json",
@@ -116,13 +123,9 @@ impl CargoChoice {
                 &package,
                 "--bin",
                 &bin,
-            ])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|source| Error::Spawn {
-                binary: PathBuf::from("cargo"),
-                source,
-            })?;
+            ],
+            std::process::Stdio::inherit(),
+        )?;
         if !output.status.success() {
             return Err(Error::Build {
                 what: format!("building binary {bin} of cargo package {package}"),
