@@ -18,3 +18,14 @@ stage() {
   _stage_started=$now
   if [ -n "$1" ]; then echo "== $1"; fi
 }
+# On exit (a failed command under `set -e`, say), the stage that was running is recorded too,
+# with the exit status. A script that sets its own EXIT trap calls _stage_on_exit first in it.
+_stage_on_exit() {
+  local rc=$?
+  if [ -n "$_stage_name" ]; then
+    [ "$rc" = 0 ] || _stage_name="$_stage_name (failed: exit $rc)"
+    stage ""
+  fi
+  return 0
+}
+trap _stage_on_exit EXIT
