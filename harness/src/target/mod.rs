@@ -129,7 +129,10 @@ impl Target {
                     .unwrap_or(false);
                 if skips && svc.ca_bundle_from.is_some() {
                     return Err(Error::Fixture(format!(
-                        "{}: APIService {:?} sets `insecureSkipTLSVerify: true`, and Target/{} gives it                          `caBundleFrom: {}`: kube-apiserver refuses both together. Remove                          `insecureSkipTLSVerify` from the APIService (the harness injects the caBundle, so                          the aggregator verifies the backend), or drop `caBundleFrom` to keep skipping                          verification",
+                        "{}: APIService {:?} sets `insecureSkipTLSVerify: true`, and Target/{} gives it `caBundleFrom: {}`: \
+                         kube-apiserver refuses both together. Remove `insecureSkipTLSVerify` from the APIService \
+                         (the harness injects the caBundle, so the aggregator verifies the backend), or drop \
+                         `caBundleFrom` to keep skipping verification",
                         defined.doc.source,
                         svc.name,
                         doc.name,
