@@ -120,7 +120,7 @@ async fn without_read_access_bring_up_fails_soon_after_the_forbidden_list() -> a
 async fn a_readyz_that_never_passes_suggests_livez() -> anyhow::Result<()> {
     let edit = |file: &str, text: String| {
         if file == "target.yaml" {
-            text.replace("    readinessPath: /livez\n", "    startTimeoutSeconds: 10\n")
+            text.replace("    readinessPath: /livez\n", "    startTimeoutSeconds: 20\n")
         } else {
             text
         }
@@ -134,7 +134,7 @@ async fn a_readyz_that_never_passes_suggests_livez() -> anyhow::Result<()> {
     let (check, detail) = failed.first().cloned().unwrap_or_default();
     assert_eq!(check, "bring up", "{failed:#?}");
     assert!(
-        detail.contains("backend not ready after 10s") && detail.contains("set `readinessPath: /livez`"),
+        detail.contains("backend not ready after 20s") && detail.contains("set `readinessPath: /livez`"),
         "{detail}"
     );
     Ok(())
