@@ -9,6 +9,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use kube::{Client, ResourceExt as _};
 
 use crate::error::{Error, Result};
+use crate::wait::{Backoff, Probe};
 
 /// The resource of a CRD's storage version (every instance is listed through it).
 async fn resource_of(client: &Client, crd: &str) -> Option<ApiResource> {
@@ -75,28 +76,28 @@ pub(crate) async fn delete_custom_resources(client: &Client, crds: &[String], ti
             tracing::debug!(object = %o.name_any(), error = %e, "teardown could not delete a custom resource");
         }
     }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(10);
-    loop {
-        let left = remaining(client, crds).await;
-        if left.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let names: Vec<String> = left.iter().map(|(r, o)| describe(&r.kind, o)).collect();
-            return Err(Error::NotObserved {
-                what: "the target's custom resources to be gone, deleted while its backend still ran".into(),
-                timeout,
-                last: format!(
-                    "still there: {}; the controller that added these finalizers (the target's backend) must \
-                     remove them when it handles the deletion",
-                    names.join(", ")
-                ),
-            });
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
+    crate::wait::poll(
+        timeout,
+        Backoff::millis(10, 500),
+        || async {
+            let left = remaining(client, crds).await;
+            Ok(if left.is_empty() {
+                Probe::Ready(())
+            } else {
+                let names: Vec<String> = left.iter().map(|(r, o)| describe(&r.kind, o)).collect();
+                Probe::NotYet(names.join(", "))
+            })
+        },
+        |last| Error::NotObserved {
+            what: "the target's custom resources to be gone, deleted while its backend still ran".into(),
+            timeout,
+            last: format!(
+                "still there: {last}; the controller that added these finalizers (the target's backend) must \
+                 remove them when it handles the deletion"
+            ),
+        },
+    )
+    .await
 }
 
 /// Remove the finalizers of every instance of `crds` (after the backend stopped: nothing else
