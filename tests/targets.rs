@@ -187,6 +187,36 @@ async fn a_failed_bring_up_is_reported_and_rolled_back(
     Ok(())
 }
 
+/// A webhook backend that takes the connection and hangs up without an answer: bring-up fails
+/// naming kube-harness's reachability probe and what it sent, with the backend's log, which
+/// shows the probe's request arriving (it once failed as a bare
+/// `peer closed connection without sending TLS close_notify`).
+#[rstest]
+#[tokio::test]
+async fn a_webhook_that_hangs_up_on_the_probe_is_named_with_the_backend_log(
+    #[future] cluster: &'static Cluster,
+) -> anyhow::Result<()> {
+    let cluster = cluster.await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apply-fixtures/admission-webhook-hangs-up");
+    let err = cluster
+        .up_target(&Target::load(&dir)?)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a webhook that never answers came up"))?
+        .to_string();
+    for expected in [
+        "ValidatingWebhookConfiguration/hanging-up-webhook: webhook deny.hanging-up.example.com",
+        "kube-harness's reachability probe got no HTTP answer",
+        "POST https://hanging-up-webhook.default.svc:",
+        "/validate (the name kube-apiserver verifies), body: AdmissionReview uid kube-harness-reachability-probe: ",
+        "last lines of the backend's log:",
+        "webhook: POST /validate HTTP/1.1: hanging up without an answer",
+    ] {
+        assert!(err.contains(expected), "{expected:?} is not in:\n{err}");
+    }
+    Ok(())
+}
+
 /// `env:` in a backend spec reaches the backend, placeholders expanded (it was parsed and
 /// validated but never passed on).
 #[rstest]

@@ -63,6 +63,65 @@ pub(crate) struct Reference {
     pub ca_pem: Option<String>,
     /// Its `path` (services) — where the TLS probe posts.
     pub path: Option<String>,
+    /// What kube-apiserver sends there, so what the probe sends.
+    pub review: Review,
+}
+
+/// The kind of request a webhook gets: the reachability probe sends a well-formed one of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Review {
+    /// A CRD's conversion webhook: `apiextensions.k8s.io/v1` `ConversionReview`.
+    Conversion,
+    /// An admission webhook: `admission.k8s.io/v1` `AdmissionReview`.
+    Admission,
+}
+
+/// The uid of every probe's review, so a backend's log shows which request was the probe.
+pub(crate) const PROBE_UID: &str = "kube-harness-reachability-probe";
+
+impl Review {
+    /// The body the reachability probe posts: a review with no object to convert, or a dry-run
+    /// CREATE of a ConfigMap by user `kube-harness` — a request every webhook must be able to
+    /// answer, if only with an error status.
+    fn probe_body(self) -> serde_json::Value {
+        match self {
+            Self::Conversion => serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "ConversionReview",
+                "request": {"uid": PROBE_UID, "desiredAPIVersion": "v1", "objects": []},
+            }),
+            Self::Admission => serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": PROBE_UID,
+                    "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                    "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                    "requestKind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                    "requestResource": {"group": "", "version": "v1", "resource": "configmaps"},
+                    "name": PROBE_UID,
+                    "namespace": "default",
+                    "operation": "CREATE",
+                    "userInfo": {"username": "kube-harness"},
+                    "object": {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": PROBE_UID, "namespace": "default"},
+                    },
+                    "oldObject": null,
+                    "dryRun": true,
+                    "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+                },
+            }),
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Conversion => "ConversionReview",
+            Self::Admission => "AdmissionReview",
+        }
+    }
 }
 
 fn service_endpoint(namespace: &str, name: &str, port: Option<i32>) -> Endpoint {
@@ -101,6 +160,7 @@ impl Plan {
                     .and_then(|c| c.ca_bundle.as_ref())
                     .map(|b| String::from_utf8_lossy(&b.0).into_owned()),
                 path: config.and_then(|c| c.service.as_ref()?.path.clone()),
+                review: Review::Conversion,
             });
         }
         for admission in &self.admission {
@@ -119,6 +179,7 @@ impl Plan {
                         .as_ref()
                         .map(|b| String::from_utf8_lossy(&b.0).into_owned()),
                     path: config.service.as_ref().and_then(|s| s.path.clone()),
+                    review: Review::Admission,
                 });
             }
         }
@@ -142,6 +203,7 @@ pub(crate) async fn check(cluster: &Cluster, client: &Client, plan: &Plan) -> Re
                         *port,
                         addr,
                         reference.path.as_deref(),
+                        reference.review,
                     )
                     .await
                 }
@@ -162,15 +224,18 @@ pub(crate) async fn check(cluster: &Cluster, client: &Client, plan: &Plan) -> Re
     Ok(())
 }
 
-/// A POST over TLS to the webhook at `addr`, verifying its certificate against `ca_pem` for
-/// `dns_name` (`<service>.<namespace>.svc`, the name kube-apiserver verifies): any HTTP answer
-/// is an answer; a certificate the CA did not issue, or one without that name, is named.
+/// The reachability probe: a POST over TLS to the webhook at `addr` of a well-formed `review`
+/// (see [`Review::probe_body`]), verifying its certificate against `ca_pem` for `dns_name`
+/// (`<service>.<namespace>.svc`, the name kube-apiserver verifies). Any HTTP answer, an error
+/// status too, is an answer; a certificate the CA did not issue, one without that name, or a
+/// connection closed without an answer is named.
 async fn answers_tls(
     ca_pem: &str,
     dns_name: &str,
     port: u16,
     addr: std::net::SocketAddr,
     path: Option<&str>,
+    review: Review,
 ) -> std::result::Result<(), String> {
     let tls = crate::pki::rustls_client_config(ca_pem, None).map_err(|e| format!("its caBundle: {e}"))?;
     let client = reqwest::Client::builder()
@@ -183,14 +248,16 @@ async fn answers_tls(
     match client
         .post(&url)
         .header("content-type", "application/json")
-        .body("{}")
+        .body(review.probe_body().to_string())
         .send()
         .await
     {
         Ok(_) => Ok(()),
         Err(e) => Err(format!(
-            "POST {url} (the name kube-apiserver verifies): {}",
-            crate::process::error_chain(&e)
+            "kube-harness's reachability probe got no HTTP answer (any answer passes, an error status \
+             too): POST {url} (the name kube-apiserver verifies), body: {kind} uid {PROBE_UID}: {}",
+            crate::process::error_chain(&e),
+            kind = review.kind(),
         )),
     }
 }

@@ -246,7 +246,15 @@ impl Cluster {
             }
         }
         // What the target declares must answer before anything relies on it.
-        super::references::check(self, client, &done).await?;
+        if let Err(e) = super::references::check(self, client, &done).await {
+            return Err(match running.backend.as_ref() {
+                Some(backend) => Error::WithBackendLog {
+                    source: Box::new(e),
+                    tail: backend.log_tail(20),
+                },
+                None => e,
+            });
+        }
         for admission in &done.admission {
             let doc = admission.document()?;
             let mut applied = apply::apply_one(client, &doc, patience_for(&doc)).await?;
