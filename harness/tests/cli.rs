@@ -822,3 +822,43 @@ fn a_target_that_does_not_load_fails_alone_and_the_rest_run() -> anyhow::Result<
     std::fs::remove_dir_all(&root)?;
     Ok(())
 }
+
+/// A Go backend whose module, version or package is not there fails before any cluster starts,
+/// naming target.yaml, the field and — for a package — the main packages the module has (it
+/// once surfaced after the cluster started, as "toolchain upgrade needed").
+#[test]
+fn a_go_backend_that_is_not_there_fails_before_any_cluster_starts() -> anyhow::Result<()> {
+    let root = std::env::temp_dir().join(format!("kh-go-preflight-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let cases = [
+        ("no-such-package", "goPackage: cmd/no-such-server", "goVersion: v0.37.2"),
+        ("a-library", "goPackage: pkg/apiserver", "goVersion: v0.37.2"),
+        ("no-such-version", "goPackage: cmd/wardle", "goVersion: v0.99.2"),
+    ];
+    for (name, package, version) in cases {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("target.yaml"),
+            format!(
+                "apiVersion: kube-harness.dev/v1alpha1\nkind: Target\nmetadata: {{name: {name}}}\nspec:\n  backend:\n\
+                 \x20   goModule: k8s.io/sample-apiserver\n    {package}\n    {version}\n    args: [\"--secure-port={{{{port}}}}\"]\n"
+            ),
+        )?;
+    }
+    let out = Command::new(BIN).arg("verify").arg(&root).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(!stdout.contains("verifying target"), "a cluster was started:\n{stdout}");
+    for expected in [
+        "no-such-package/target.yaml): spec.backend.goPackage: k8s.io/sample-apiserver@v0.37.2 has no package \
+         k8s.io/sample-apiserver/cmd/no-such-server; main packages in k8s.io/sample-apiserver@v0.37.2: its root (leave goPackage out)",
+        "a-library/target.yaml): spec.backend.goPackage: k8s.io/sample-apiserver/pkg/apiserver is not a main package",
+        "no-such-version/target.yaml): spec.backend.goModule/goVersion: k8s.io/sample-apiserver@v0.99.2 cannot be downloaded",
+        "3 targets × 1 version(s)",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} is not in:\n{stdout}");
+    }
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
+}

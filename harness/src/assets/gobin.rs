@@ -95,17 +95,10 @@ impl CachedBuild<'_> {
     }
 }
 
-/// `<cache>/go/<module with / replaced by _>@<version>/<name>`; `<name>` is the package's
-/// last path element (the module's, for the root), prefixed with the rest of the package path
-/// when it has one.
-pub(crate) fn go_binary(
-    go: Option<&Path>,
-    cache_root: &Path,
-    module: &str,
-    package: Option<&str>,
-    version: &str,
-    k8s: &KubeVersion,
-) -> Result<PathBuf> {
+/// The cache entry of a backend's main package: `<cache>/go/<module with / replaced by
+/// _>@<version>/<name>`; `<name>` is the package's path with `/` replaced by `_` (the module's
+/// last path element, for the root).
+fn backend_build<'a>(cache_root: &'a Path, module: &str, package: Option<&str>, version: &str) -> CachedBuild<'a> {
     let safe = module.replace(['/', '\\'], "_");
     let dir = cache_root.join("go").join(format!("{safe}@{version}"));
     let name = match package {
@@ -116,8 +109,7 @@ pub(crate) fn go_binary(
         Some(p) => format!("{module}/{p}"),
         None => module.to_owned(),
     };
-    let searched = format!("the cache {dir:?}");
-    let build = CachedBuild {
+    CachedBuild {
         cache_root,
         lock: format!("go-{safe}@{version}-{name}"),
         // One log per package: a failed build of another package of the module must not
@@ -128,7 +120,141 @@ pub(crate) fn go_binary(
         name,
         import,
         ldflags: "-s -w".into(),
+    }
+}
+
+/// Before any cluster starts: can `module@version` be had, and is `package` a main package in
+/// it? Nothing to check when the binary is cached. `go mod download -json` (instant for a
+/// module in Go's module cache) answers the first; the second is read from the module's files.
+/// `Err` says which of the three fields (`goModule`, `goVersion`, `goPackage`) is wrong and why.
+pub(crate) fn check_go_source(
+    go: Option<&Path>,
+    cache_root: &Path,
+    module: &str,
+    package: Option<&str>,
+    version: &str,
+) -> std::result::Result<(), String> {
+    if backend_build(cache_root, module, package, version).valid() {
+        return Ok(());
+    }
+    let Some(go) = go else {
+        return Err(format!(
+            "goModule {module}@{version} is neither in the cache {:?} nor buildable: no `go` on PATH",
+            cache_root.join("go")
+        ));
     };
+    let output = std::process::Command::new(go)
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .current_dir(std::env::temp_dir())
+        .env("GOWORK", "off")
+        .env("GO111MODULE", "on")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running `{} mod download`: {e}", go.display()))?;
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    if let Some(problem) = info.get("Error").and_then(|e| e.as_str()) {
+        return Err(format!(
+            "goModule/goVersion: {module}@{version} cannot be downloaded (is the module path right, and \
+             is {version} one of its versions?): {}",
+            problem.trim()
+        ));
+    }
+    let Some(root) = info.get("Dir").and_then(|d| d.as_str()).map(PathBuf::from) else {
+        return Err(format!(
+            "goModule/goVersion: `go mod download {module}@{version}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    };
+    let dir = package.map_or_else(|| root.clone(), |p| root.join(p));
+    let field = if package.is_some() { "goPackage" } else { "goModule" };
+    let import = package.map_or_else(|| module.to_owned(), |p| format!("{module}/{p}"));
+    if is_main_package(&dir) {
+        return Ok(());
+    }
+    let what = if dir.is_dir() {
+        format!("{import} is not a main package (no `package main` there)")
+    } else {
+        format!("{module}@{version} has no package {import}")
+    };
+    let mains = main_packages(&root, 2);
+    Err(if mains.is_empty() {
+        format!("{field}: {what}, and {module}@{version} has no main package near its root")
+    } else {
+        format!(
+            "{field}: {what}; main packages in {module}@{version}: {}",
+            mains.join(", ")
+        )
+    })
+}
+
+/// Whether `dir` holds a non-test Go file of `package main`.
+fn is_main_package(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".go")
+            && !name.ends_with("_test.go")
+            && std::fs::read_to_string(entry.path()).is_ok_and(|text| text.lines().any(|l| l.trim() == "package main"))
+    })
+}
+
+/// Main packages under `root`, `depth` directories deep at most, as `goPackage` values (at most
+/// eight, shallowest first; the root said in words).
+fn main_packages(root: &Path, depth: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut level = vec![root.to_path_buf()];
+    for _ in 0..=depth {
+        let mut next = Vec::new();
+        for dir in level {
+            if is_main_package(&dir) {
+                let relative = dir
+                    .strip_prefix(root)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                found.push(if relative.is_empty() {
+                    "its root (leave goPackage out)".to_owned()
+                } else {
+                    relative
+                });
+            }
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                let mut subdirs: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.is_dir()
+                            && !p.file_name().is_some_and(|n| {
+                                n.to_string_lossy().starts_with(['.', '_']) || n == "testdata" || n == "vendor"
+                            })
+                    })
+                    .collect();
+                subdirs.sort();
+                next.extend(subdirs);
+            }
+        }
+        level = next;
+    }
+    // Breadth first: the root, then the shallowest (`cmd/<name>`), each level in name order.
+    found.truncate(8);
+    found
+}
+
+/// A backend's main package `package` (`None`: the root) of `module@version`, from the cache
+/// ([`backend_build`]) or built into it.
+pub(crate) fn go_binary(
+    go: Option<&Path>,
+    cache_root: &Path,
+    module: &str,
+    package: Option<&str>,
+    version: &str,
+    k8s: &KubeVersion,
+) -> Result<PathBuf> {
+    let build = backend_build(cache_root, module, package, version);
+    let searched = format!("the cache {:?}", build.dir);
     build.get(
         go,
         || Error::GoMissing {

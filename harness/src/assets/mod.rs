@@ -393,6 +393,18 @@ impl Resolver {
         )
     }
 
+    /// Before any cluster starts: whether [`Resolver::go_binary_of`] can build `package` of
+    /// `module@version` (cached already, or the module downloads and has that main package).
+    /// `Err` names the wrong field (`goModule`, `goVersion`, `goPackage`) and why.
+    pub(crate) fn check_go_source(
+        &self,
+        module: &str,
+        package: Option<&str>,
+        version: &str,
+    ) -> std::result::Result<(), String> {
+        gobin::check_go_source(self.find_go().as_deref(), &self.cache_root(), module, package, version)
+    }
+
     /// Install the envtest tarball into the cache entry, under the cache lock.
     fn download(&self, index: &str, entry: &Path) -> std::result::Result<(), envtest::Miss> {
         let fatal = envtest::Miss::Fatal;

@@ -39,6 +39,7 @@ pub use load::{Document, LoadError, Source};
 pub use plan::{Admission, Plan, Planned, Prerequisite};
 pub use running::{RunningTarget, TargetTimings};
 
+use crate::assets::KubeVersion;
 use crate::error::{Error, Result};
 use spec::{SPEC_API_VERSION, TargetSpec};
 
@@ -179,20 +180,36 @@ impl Target {
 impl Target {
     /// What can be checked of the backend before any cluster starts, beyond [`Target::load`]:
     /// a cargo backend's package and binary exist and the choice is not ambiguous (`cargo
-    /// metadata`, about 0.1 s, no build).
+    /// metadata`, about 0.1 s, no build); a Go backend's `goModule@goVersion` downloads (for
+    /// `kubernetes`, when `goVersion` is not given) and `goPackage` is a main package in it
+    /// (nothing to do when the binary is cached; else `go mod download`, instant for a module
+    /// in Go's module cache).
     ///
     /// # Errors
-    /// [`Error::Fixture`] naming the package and its binaries.
-    pub fn preflight(&self) -> Result<()> {
+    /// [`Error::Fixture`] naming `target.yaml`, the field and what is wrong with it.
+    pub fn preflight(&self, kubernetes: &KubeVersion) -> Result<()> {
         let Some(backend) = self.spec.as_ref().and_then(|s| s.backend.as_ref()) else {
             return Ok(());
         };
-        if let Some(choice) = cargo::CargoChoice::of(&self.dir, backend) {
-            choice
-                .resolve()
-                .map_err(|e| Error::Fixture(format!("target {} ({}): {e}", self.name, self.dir.display())))?;
+        let problem = if let Some(choice) = cargo::CargoChoice::of(&self.dir, backend) {
+            choice.resolve().err().map(|e| e.to_string())
+        } else if let Some(module) = &backend.go_module {
+            let version = backend.go_version.clone().unwrap_or_else(|| kubernetes.staging_tag());
+            crate::assets::Resolver::new(*kubernetes)
+                .check_go_source(module, backend.go_package.as_deref(), &version)
+                .err()
+                .map(|e| format!("spec.backend.{e}"))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(Error::Fixture(format!(
+                "target {} ({}): {problem}",
+                self.name,
+                self.dir.join("target.yaml").display()
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Append arguments to the backend's command line (placeholders allowed).
