@@ -1,0 +1,100 @@
+//! Unit tests of the parent module.
+
+use super::*;
+
+#[test]
+fn the_config_pins_the_image_binds_loopback_and_skips_coredns() {
+    let c = config("kindest/node:v1.36.3", false);
+    assert!(c.contains("image: kindest/node:v1.36.3"), "{c}");
+    assert!(c.contains("apiServerAddress: \"127.0.0.1\""), "{c}");
+    assert!(c.contains("skipPhases: [preflight, addon/coredns]"), "{c}");
+    assert!(!c.contains("failCgroupV1"), "{c}");
+    assert!(
+        c.starts_with("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\n"),
+        "{c}"
+    );
+    let v1 = config("img", true);
+    assert!(
+        v1.contains("    kind: KubeletConfiguration\n    failCgroupV1: false\n"),
+        "{v1}"
+    );
+}
+
+#[test]
+fn the_create_command_names_the_cluster_config_and_kubeconfig() {
+    let create = create_command("kh-1", Path::new("/r/kind.yaml"), Path::new("/r/kubeconfig"));
+    assert_eq!(
+        create.join(" "),
+        "create cluster --name kh-1 --config /r/kind.yaml --kubeconfig /r/kubeconfig --wait 120s"
+    );
+}
+
+#[test]
+fn missing_capabilities_are_read_from_the_bounding_set() {
+    // This machine's VM: everything but CAP_SYS_RESOURCE (bit 24).
+    let vm = "Name:\tx\nCapBnd:\t000001fffeffffff\nCapAmb:\t0\n";
+    assert_eq!(missing_capabilities(vm, 40), vec!["SYS_RESOURCE"]);
+    assert!(missing_capabilities("CapBnd:\t000001ffffffffff\n", 40).is_empty());
+    // Bits beyond what the kernel knows are not missing.
+    assert!(missing_capabilities("CapBnd:\t000000ffffffffff\n", 39).is_empty());
+    assert_eq!(
+        missing_capabilities("CapBnd:\t000000ffffffffff\n", 40),
+        vec!["CHECKPOINT_RESTORE"]
+    );
+    assert!(missing_capabilities("no such line", 40).is_empty());
+}
+
+#[test]
+fn the_shim_replaces_privileged_on_run_and_drops_it_on_exec() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("kh-shim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // A fake docker that prints its arguments one per line.
+    let real = dir.join("real-docker");
+    std::fs::write(&real, "#!/bin/sh\nfor a in \"$@\"; do echo \"$a\"; done\n")?;
+    let shim = dir.join("docker");
+    std::fs::write(&shim, docker_shim(&real, &["SYS_RESOURCE"], false))?;
+    for p in [&real, &shim] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let args = |argv: &[&str]| -> std::result::Result<Vec<String>, std::io::Error> {
+        let out = Command::new(&shim).args(argv).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    };
+    let run = args(&["run", "--privileged", "--name", "a b", "img"])?;
+    assert_eq!(run[..2], ["run", "--cap-add=ALL"]);
+    assert!(run.contains(&"--cap-drop=SYS_RESOURCE".to_owned()), "{run:?}");
+    assert!(run.contains(&"seccomp=unconfined".to_owned()), "{run:?}");
+    assert!(!run.contains(&"--privileged".to_owned()), "{run:?}");
+    assert_eq!(
+        run[run.len() - 3..],
+        ["--name", "a b", "img"],
+        "arguments with spaces survive"
+    );
+    assert_eq!(
+        args(&["exec", "--privileged", "-i", "node", "cat", "x"])?,
+        ["exec", "-i", "node", "cat", "x"]
+    );
+    assert_eq!(
+        args(&["ps", "--privileged"])?,
+        ["ps", "--privileged"],
+        "other commands untouched"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn cluster_names_carry_their_owner() {
+    assert_eq!(owner_pid("kube-harness-4242-abc"), Some(4242));
+    assert_eq!(owner_pid("kind"), None);
+    assert_eq!(owner_pid("kube-harness-x-1"), None);
+    let v = KubeVersion::default();
+    let a = reused_name(&v, "img:a");
+    assert!(a.starts_with("kh-reuse-") && owner_pid(&a).is_none(), "{a}");
+    assert_ne!(a, reused_name(&v, "img:b"));
+    assert!(a.len() < 40, "{a}");
+}
