@@ -55,7 +55,8 @@ pub fn copy_target(
         .join(copy);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("snapshots"))?;
-    for sub in ["", "snapshots"] {
+    std::fs::create_dir_all(dir.join("steps"))?;
+    for sub in ["", "snapshots", "steps"] {
         let from = target_dir(name).join(sub);
         let Ok(entries) = std::fs::read_dir(&from) else {
             continue;

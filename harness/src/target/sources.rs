@@ -1,5 +1,6 @@
 //! Which files make a target, as real project directories lay them out: every `.yaml`,
-//! `.yml` and `.json` file below it, except what `target.yaml` excludes; a directory with a
+//! `.yml` and `.json` file below it, except what `target.yaml` excludes and directories named
+//! `steps` (objects that steps of `expectations.yaml` apply); a directory with a
 //! `kustomization.yaml` counts as what `kubectl kustomize` renders from it (its own files are
 //! not read one by one: patches are not objects). And which directories are targets at all.
 
@@ -104,6 +105,10 @@ pub fn inputs(path: &Path, excludes: &Excludes) -> Result<Vec<Input>, LoadError>
     let mut out = Vec::new();
     let entries = sorted_entries(path).map_err(read_err)?;
     for entry in entries.into_iter().filter(|e| !excludes.excludes(e)) {
+        if entry.is_dir() && entry.file_name().is_some_and(|n| n == super::steps::STEP_FILES) {
+            // Objects that steps apply (`apply: {file: steps/…}`), not fixtures.
+            continue;
+        }
         if entry.is_dir() {
             out.extend(inputs(&entry, excludes)?);
         } else if is_fixture_file(&entry) {
@@ -240,6 +245,21 @@ mod tests {
         );
         let bad = Excludes::new(Path::new("/t"), &["[".into()], &source);
         assert!(matches!(bad, Err(LoadError::Invalid { .. })), "{bad:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn step_files_are_not_fixtures() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("kh-sources-steps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("steps"))?;
+        std::fs::create_dir_all(dir.join("more"))?;
+        for file in ["a.yaml", "steps/w2.yaml", "more/b.yaml"] {
+            std::fs::write(dir.join(file), "{}")?;
+        }
+        let found = fixture_files(&dir)?;
+        assert_eq!(found, [dir.join("a.yaml"), dir.join("more/b.yaml")]);
+        std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //!   - name: a Widget is created          # optional; default: the action and the object
 //!     apply:                             # one object or a list; server-side apply
 //!       - {apiVersion: ops.example.com/v1, kind: Widget, metadata: {name: w1, namespace: default}, spec: {size: 2}}
+//!   - apply: {file: steps/w2.yaml}       # or the documents of a file inside `steps/` (never a fixture)
 //!   - assert:                            # every field given must match (lists: same length, by position)
 //!       apiVersion: ops.example.com/v1
 //!       kind: Widget
@@ -26,6 +27,7 @@
 //! `apply`, `patch` and `delete` are sent as the admin, or as `user` (with `groups`) or
 //! `serviceAccount: namespace/name` given on the step.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -37,6 +39,9 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest deadline a step may ask for: a verify run's budget for one wait.
 pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The directory name of step files (`apply: {file: steps/w2.yaml}`): never read as fixtures.
+pub const STEP_FILES: &str = "steps";
 
 /// The actions and assertions a step may be.
 pub const STEP_KINDS: [&str; 7] = ["apply", "patch", "delete", "assert", "absent", "condition", "events"];
@@ -166,7 +171,42 @@ fn object_ref(value: &Value, flat: bool) -> Result<ObjectRef, String> {
     })
 }
 
-fn parse_step(index: usize, value: &Value, known: &[ObjectRef]) -> Result<Step, String> {
+/// The objects of `apply: {file: steps/<name>.yaml}`: a path relative to the directory of the
+/// expectations file, inside a directory named `steps` (which the loader never reads as
+/// fixtures), with one or more documents.
+fn objects_of_file(base: &Path, file: &Value) -> Result<Vec<Value>, String> {
+    let relative = file
+        .as_str()
+        .ok_or_else(|| format!("`file` must be a path, got {file}"))?;
+    let relative_path = Path::new(relative);
+    let inside_steps = relative_path.is_relative()
+        && !relative_path.components().any(|c| c == std::path::Component::ParentDir)
+        && relative_path
+            .parent()
+            .is_some_and(|p| p.components().any(|c| c.as_os_str() == STEP_FILES));
+    if !inside_steps {
+        return Err(format!(
+            "file {relative:?} must be inside a directory named `{STEP_FILES}/` next to the expectations file \
+             (files there are step objects, never fixtures applied at bring-up)"
+        ));
+    }
+    let path = base.join(relative_path);
+    let read = |e: std::io::Error| format!("file {relative:?}: cannot read {}: {e}", path.display());
+    let size = std::fs::metadata(&path).map_err(read)?.len();
+    if size > super::sources::MAX_FILE_BYTES {
+        return Err(format!(
+            "file {relative:?} is {size} bytes, more than a step's objects need"
+        ));
+    }
+    let text = std::fs::read_to_string(&path).map_err(read)?;
+    let docs = super::load::parse_documents(&path, &text).map_err(|e| e.to_string())?;
+    if docs.is_empty() {
+        return Err(format!("file {relative:?} holds no object"));
+    }
+    Ok(docs.into_iter().map(|d| d.value).collect())
+}
+
+fn parse_step(index: usize, value: &Value, known: &[ObjectRef], base: &Path) -> Result<Step, String> {
     let map = value
         .as_object()
         .ok_or_else(|| format!("expected a mapping with one of {}", STEP_KINDS.join(", ")))?;
@@ -196,6 +236,9 @@ fn parse_step(index: usize, value: &Value, known: &[ObjectRef]) -> Result<Step, 
         "apply" => {
             let objects = match body {
                 Value::Array(items) => items.clone(),
+                Value::Object(m) if m.len() == 1 && m.contains_key("file") => {
+                    objects_of_file(base, &m["file"]).map_err(field)?
+                }
                 one => vec![one.clone()],
             };
             if objects.is_empty() {
@@ -457,10 +500,11 @@ impl EventsRule {
 /// # Errors
 /// [`LoadError::Invalid`] naming the document, the step's position and the field.
 pub fn parse(doc: &Document, steps: &[Value], fixtures: &[ObjectRef]) -> Result<Vec<Step>, LoadError> {
+    let base = doc.source.file.parent().unwrap_or_else(|| Path::new("."));
     let mut known = fixtures.to_vec();
     let mut out = Vec::new();
     for (i, value) in steps.iter().enumerate() {
-        let step = parse_step(i + 1, value, &known).map_err(|problem| LoadError::Invalid {
+        let step = parse_step(i + 1, value, &known, base).map_err(|problem| LoadError::Invalid {
             doc: doc.source.clone(),
             problem: format!("Expectations/{}: steps[{}] (step {}): {problem}", doc.name, i, i + 1),
         })?;
@@ -487,102 +531,4 @@ pub fn parse(doc: &Document, steps: &[Value], fixtures: &[ObjectRef]) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn doc() -> Document {
-        Document {
-            source: super::super::Source {
-                file: "t/expectations.yaml".into(),
-                index: 0,
-            },
-            api_version: "kube-harness.dev/v1alpha1".into(),
-            kind: "Expectations".into(),
-            name: "t".into(),
-            namespace: None,
-            value: Value::Null,
-        }
-    }
-
-    fn problem(steps: Value) -> String {
-        let steps = steps.as_array().cloned().unwrap_or_default();
-        match parse(&doc(), &steps, &[]) {
-            Ok(s) => format!("parsed {} steps", s.len()),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    #[test]
-    fn every_step_kind_parses_and_gets_a_name() -> Result<(), LoadError> {
-        let w =
-            json!({"apiVersion": "ops.example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "d"}});
-        let flat = json!({"apiVersion": "ops.example.com/v1", "kind": "Widget", "name": "w1", "namespace": "d"});
-        let mut cond = flat.clone();
-        cond["type"] = json!("Ready");
-        cond["status"] = json!("True");
-        let steps = [
-            json!({"apply": [w]}),
-            json!({"assert": w, "timeoutSeconds": 5, "snapshot": true, "name": "W is ready"}),
-            json!({"patch": w, "user": "bob", "groups": ["devs"]}),
-            json!({"condition": cond}),
-            json!({"events": {"regarding": {"kind": "Widget", "name": "w1", "namespace": "d"}, "countAtLeast": 2}}),
-            json!({"delete": flat}),
-            json!({"absent": flat}),
-        ];
-        let parsed = parse(&doc(), &steps, &[])?;
-        let names: Vec<String> = parsed.iter().map(Step::describe).collect();
-        assert_eq!(
-            names,
-            [
-                "step 1: apply Widget/d/w1",
-                "step 2: W is ready",
-                "step 3: patch Widget/d/w1",
-                "step 4: condition Widget/d/w1 Ready=True",
-                "step 5: events Widget/w1 ×2",
-                "step 6: delete Widget/d/w1",
-                "step 7: absent Widget/d/w1",
-            ]
-        );
-        assert_eq!(parsed[1].timeout, Duration::from_secs(5));
-        assert_eq!(parsed[1].snapshot_stem(), "step-w-is-ready");
-        assert_eq!(parsed[2].identity.user.as_deref(), Some("bob"));
-        Ok(())
-    }
-
-    #[test]
-    fn bad_steps_are_refused_with_the_document_step_and_field() {
-        let p = problem(json!([{"apply": {"kind": "Widget", "metadata": {"name": "x"}}}]));
-        assert!(
-            p.contains("t/expectations.yaml (document 1): Expectations/t: steps[0] (step 1): `apply`: object 1: needs `apiVersion`"),
-            "{p}"
-        );
-        let p = problem(json!([{"wait": {}}]));
-        assert!(
-            p.contains("step 1): unknown field `wait`: a step is one of apply, patch"),
-            "{p}"
-        );
-        let p = problem(json!([{"name": "x"}]));
-        assert!(p.contains("no action"), "{p}");
-        let p = problem(json!([{"apply": [], "delete": {}}]));
-        assert!(p.contains("apply and delete in one step"), "{p}");
-        let p = problem(
-            json!([{"absent": {"apiVersion": "v1", "kind": "ConfigMap", "name": "c"}, "timeoutSeconds": 3600}]),
-        );
-        assert!(
-            p.contains("`timeoutSeconds`: 3600 is over the run's budget of 300 s"),
-            "{p}"
-        );
-        let p = problem(json!([{"events": {"regarding": {"kind": "Widget", "name": "nobody"}}}]));
-        assert!(
-            p.contains("`events`: regarding Widget/default/nobody: no fixture and no earlier `apply` step creates it"),
-            "{p}"
-        );
-        let p = problem(json!([{"events": {"regarding": {"kind": "Widget", "name": "w"}, "count": 2}}]));
-        assert!(p.contains("unknown field `count`"), "{p}");
-        let p = problem(json!([{"delete": {"apiVersion": "v1", "kind": "ConfigMap", "name": "c"}, "snapshot": true}]));
-        assert!(p.contains("`snapshot` is for `assert` steps"), "{p}");
-        let p = problem(json!([{"condition": {"apiVersion": "v1", "kind": "X", "name": "c", "type": "Ready"}}]));
-        assert!(p.contains("`condition`: missing field `status`"), "{p}");
-    }
-}
+mod tests;
