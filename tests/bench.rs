@@ -43,6 +43,12 @@ fn the_quick_benchmark_measures_everything() -> anyhow::Result<()> {
             report["steps"][key]
         );
     }
+    let v = report["test_namespace_fresh_ms"]["median"].as_f64();
+    assert!(
+        v.is_some_and(|v| v.is_finite() && v > 0.0),
+        "test_namespace_fresh_ms = {:?}",
+        report["test_namespace_fresh_ms"]
+    );
     // Quick mode does not run the suite from inside the suite.
     assert!(report["suite_s"].is_null() && report["workspace_s"].is_null());
     let markdown = std::fs::read_to_string(out.join("BENCHMARKS.md"))?;

@@ -128,7 +128,8 @@ async fn a_new_namespace_has_a_default_service_account_that_pods_get(
 ) -> anyhow::Result<()> {
     let cluster = with_controllers(cluster.await).await?;
     let ns = cluster.test_namespace("sa").await?;
-    // test_namespace returned once `default` existed; a Pod naming no ServiceAccount gets it.
+    // test_namespace made `default` (before kube-controller-manager would have); a Pod naming
+    // no ServiceAccount gets it.
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "registry.invalid/none:1"}]},

@@ -81,8 +81,10 @@ impl Cluster {
                         deleted: false,
                     };
                     if self.has(crate::Capability::Controllers) {
-                        // The ServiceAccount admission plugin refuses Pods until it exists.
-                        ns.wait_for_default_service_account().await?;
+                        // The ServiceAccount admission plugin refuses Pods until `default`
+                        // exists. kube-controller-manager makes it 1-2 s after the namespace
+                        // on a fresh plane; made here in one round trip, it finds it there.
+                        create_default_service_account(&ns.client, &ns.name).await?;
                     }
                     return Ok(ns);
                 }
@@ -227,6 +229,27 @@ impl Cluster {
     /// [`Error::WaitTimeout`] after 30 s.
     pub async fn wait_for_default_service_account(&self, namespace: &str) -> Result<()> {
         default_service_account(&self.client().await?, namespace).await
+    }
+}
+
+/// Create ServiceAccount `default` in `namespace` (already there is fine: kube-controller-manager
+/// was first).
+async fn create_default_service_account(client: &Client, namespace: &str) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account = k8s_openapi::api::core::v1::ServiceAccount {
+        metadata: kube::api::ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &account).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(Error::Request {
+            what: format!("creating ServiceAccount {namespace}/default"),
+            source,
+        }),
     }
 }
 
