@@ -9,7 +9,7 @@
 //! # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
 //! use kube_harness::Target;
 //! let cluster = kube_harness::shared().await?;
-//! // A directory of your repository: the server's manifests plus kube-harness.yaml.
+//! // A directory of your repository: the server's manifests plus target.yaml.
 //! let wardle = Target::load("tests/targets/wardle")?;
 //! let running = cluster.up_target(&wardle).await?;   // APIService Available, group served
 //! running.down(cluster).await?;
