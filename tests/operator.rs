@@ -198,3 +198,83 @@ async fn the_operator_keeps_its_promises_asserted_through_the_library() -> anyho
     running.down(&cluster).await?;
     Ok(())
 }
+
+/// A cluster-wide "controller", as a test would run the one under test: every 50 ms it lists
+/// the ConfigMaps labelled `isolation-demo` in every namespace and marks each it has not yet
+/// marked with the annotation `reconciled-by/<id>`.
+async fn marking_controller(client: kube::Client, id: &'static str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::ResourceExt as _;
+    let key = format!("reconciled-by/{id}");
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    loop {
+        let list = all
+            .list(&kube::api::ListParams::default().labels("isolation-demo"))
+            .await?;
+        for cm in list {
+            if cm.annotations().contains_key(&key) {
+                continue;
+            }
+            let namespace = cm.namespace().unwrap_or_default();
+            Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+                .patch(
+                    &cm.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {key.as_str(): "true"}}})),
+                )
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn labelled_config_map(name: &str) -> anyhow::Result<k8s_openapi::api::core::v1::ConfigMap> {
+    Ok(serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"isolation-demo": "true"}}}),
+    )?)
+}
+
+/// Why a cluster-wide controller needs a cluster of its own (docs/sharing.md): on one shared
+/// cluster, another test's controller reconciles this test's objects — had this test's own
+/// controller been broken, the other would have hidden it. On `private()` clusters it cannot.
+#[tokio::test]
+async fn cluster_wide_controllers_cross_reconcile_on_a_shared_cluster_and_not_on_private_ones() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let deadline = Duration::from_secs(30);
+
+    // The failure mode: test A's and test B's controllers on the process's shared cluster.
+    let shared = kube_harness::shared().await?;
+    let ns_a = shared.test_namespace("team-a").await?;
+    let _a = kube_harness::spawn_guarded(marking_controller(shared.client().await?, "a"));
+    let _b = kube_harness::spawn_guarded(marking_controller(shared.client().await?, "b"));
+    ns_a.api::<ConfigMap>()
+        .create(&PostParams::default(), &labelled_config_map("mine")?)
+        .await?;
+    let marked_by_other_test = json!({"metadata": {"annotations": {"reconciled-by/b": "true"}}});
+    assert_eventually(&ns_a.api::<ConfigMap>(), "mine", &marked_by_other_test, deadline).await?;
+    drop((_a, _b));
+
+    // The remedy: each test's controller on a cluster of the test's own.
+    let (mine, theirs) = (kube_harness::private().await?, kube_harness::private().await?);
+    let _a = kube_harness::spawn_guarded(marking_controller(mine.client().await?, "a"));
+    let _b = kube_harness::spawn_guarded(marking_controller(theirs.client().await?, "b"));
+    let mine_api: Api<ConfigMap> = Api::namespaced(mine.client().await?, "default");
+    let theirs_api: Api<ConfigMap> = Api::namespaced(theirs.client().await?, "default");
+    mine_api
+        .create(&PostParams::default(), &labelled_config_map("mine")?)
+        .await?;
+    theirs_api
+        .create(&PostParams::default(), &labelled_config_map("theirs")?)
+        .await?;
+    let by = |id: &str| json!({"metadata": {"annotations": {format!("reconciled-by/{id}"): "true"}}});
+    assert_eventually(&mine_api, "mine", &by("a"), deadline).await?;
+    // B runs (it marked its own object) and yet never saw A's.
+    assert_eventually(&theirs_api, "theirs", &by("b"), deadline).await?;
+    let annotations = mine_api.get("mine").await?.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.keys().collect::<Vec<_>>(),
+        ["reconciled-by/a"],
+        "{annotations:?}"
+    );
+    Ok(())
+}

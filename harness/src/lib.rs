@@ -80,7 +80,7 @@ pub use error::{Error, Result};
 #[doc(inline)]
 pub use provider::local::ControlPlane;
 #[doc(inline)]
-pub use provider::{Provider, StartOptions, shared};
+pub use provider::{Provider, StartOptions, private, shared};
 #[doc(inline)]
 pub use target::{RunningTarget, Target};
 #[doc(inline)]

@@ -21,7 +21,7 @@ mod shared;
 use std::path::{Path, PathBuf};
 
 pub use local::controllers::DEFAULT_CONTROLLERS;
-pub use shared::shared;
+pub use shared::{private, shared};
 
 use crate::assets::KubeVersion;
 use crate::cluster::{Cluster, Origin};

@@ -1,4 +1,5 @@
-//! One cluster per test process, started on first use and shared by every test.
+//! One cluster per test process, started on first use and shared by every test; or one of a
+//! test's own ([`private`]).
 
 use std::sync::Arc;
 
@@ -45,4 +46,38 @@ pub async fn shared() -> Result<&'static Cluster> {
         })
         .await;
     started.as_ref().map_err(|e| Error::SharedStart(Arc::clone(e)))
+}
+
+/// A cluster of the calling test's own, started now and stopped when dropped: what a test
+/// needs when sharing would mislead it — a controller that watches cluster-wide (on a shared
+/// cluster it reconciles, and so hides, what another test's controller should have done),
+/// cluster-scoped objects (CRDs, ClusterRoles, webhooks, APIServices) that another test
+/// changes or relies on. The same [`Cluster`] as [`shared`] gives, so the same helpers; it
+/// starts what the environment asks for (`KUBE_HARNESS_PROVIDER`, `KUBE_HARNESS_K8S_VERSION`),
+/// but never attaches to `KUBE_HARNESS_CLUSTER`: that cluster is shared by definition. On the
+/// local plane it costs about a second (see docs/sharing.md).
+///
+/// # Errors
+/// [`Error::Provider`] for `KUBE_HARNESS_PROVIDER=existing` (a cluster someone else runs
+/// cannot be made private); a start's own errors otherwise.
+///
+/// # Example
+/// ```no_run
+/// # async fn wrapper() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = kube_harness::private().await?;   // this test's alone
+/// let client = cluster.client().await?;
+/// // … run the cluster-wide controller under test against `client` …
+/// # Ok(()) }
+/// ```
+pub async fn private() -> Result<Cluster> {
+    let provider = Provider::from_env()?;
+    if provider == Provider::Existing {
+        return Err(Error::Provider(
+            "private() starts a cluster of the test's own, which KUBE_HARNESS_PROVIDER=existing (a cluster \
+             someone else runs) cannot; use shared() there, or the local, kind or k3s provider"
+                .into(),
+        ));
+    }
+    let version = KubeVersion::from_env()?;
+    super::start(provider, version, StartOptions::default()).await
 }
