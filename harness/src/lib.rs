@@ -57,6 +57,34 @@
 //! | [`process`] | supervised child processes (parent-death signal, reaper, run directories) |
 //! | [`error`] | [`Error`] and [`Result`] |
 
+// The kube major the typed API speaks (feature kube-5, kube-4 or kube-3): the code names it
+// `kube` and `k8s_openapi` whichever it is. kube 5 is the dependency of that name itself.
+#[cfg(all(feature = "kube-3", not(any(feature = "kube-4", feature = "kube-5"))))]
+extern crate k8s_openapi_027 as k8s_openapi;
+#[cfg(all(feature = "kube-4", not(feature = "kube-5")))]
+extern crate k8s_openapi_028 as k8s_openapi;
+#[cfg(all(feature = "kube-3", not(any(feature = "kube-4", feature = "kube-5"))))]
+extern crate kube3 as kube;
+#[cfg(all(feature = "kube-4", not(feature = "kube-5")))]
+extern crate kube4 as kube;
+
+#[cfg(not(any(feature = "kube-3", feature = "kube-4", feature = "kube-5")))]
+compile_error!(
+    "kube-harness speaks kube 5 (feature `kube-5`, the default), kube 4 (`kube-4`) or kube 3 (`kube-3`): \
+     enable the one your crate uses, e.g. `kube-harness = { version = \"0.1\", default-features = false, \
+     features = [\"kube-4\"] }`"
+);
+#[cfg(any(
+    all(feature = "kube-5", feature = "kube-4"),
+    all(feature = "kube-5", feature = "kube-3"),
+    all(feature = "kube-4", feature = "kube-3")
+))]
+compile_error!(
+    "kube-harness: features `kube-3`, `kube-4` and `kube-5` are exclusive (one kube major per build). \
+     `kube-5` is a default feature: for kube 4 or 3 write `default-features = false, features = [\"kube-4\"]`; \
+     the `cli` feature needs `kube-5`"
+);
+
 pub mod assets;
 pub mod check;
 #[cfg(feature = "cli")]

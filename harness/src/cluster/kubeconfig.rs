@@ -4,7 +4,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kube::config::{AuthInfo, Cluster as KcCluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
+use kube::config::Kubeconfig;
 
 use crate::error::{Error, Result};
 use crate::pki::{KeyedCert, write_private};
@@ -13,7 +13,8 @@ use crate::pki::{KeyedCert, write_private};
 pub const CONTEXT: &str = "kube-harness";
 
 /// A kubeconfig for `server` trusting `ca_pem`, authenticated by `user` (client cert) or a
-/// bearer `token`.
+/// bearer `token`. Built from its JSON form, which is the same for every kube major (the
+/// structs gained fields between kube 3 and 5).
 pub(crate) fn kubeconfig(
     server: &str,
     ca_pem: &str,
@@ -21,43 +22,28 @@ pub(crate) fn kubeconfig(
     cert: Option<&KeyedCert>,
     token: Option<&str>,
 ) -> Kubeconfig {
-    let auth = AuthInfo {
-        client_certificate_data: cert.map(|c| STANDARD.encode(&c.cert_pem)),
-        client_key_data: cert.map(|c| STANDARD.encode(&c.key_pem).into()),
-        token: token.map(|t| t.to_owned().into()),
-        ..AuthInfo::default()
-    };
-    Kubeconfig {
-        clusters: vec![NamedCluster {
-            name: CONTEXT.to_owned(),
-            cluster: Some(KcCluster {
-                server: Some(server.to_owned()),
-                certificate_authority_data: Some(STANDARD.encode(ca_pem)),
-                ..KcCluster::default()
-            }),
-            other: Default::default(),
-        }],
-        auth_infos: vec![NamedAuthInfo {
-            name: user_name.to_owned(),
-            auth_info: Some(auth),
-            other: Default::default(),
-        }],
-        contexts: vec![NamedContext {
-            name: CONTEXT.to_owned(),
-            context: Some(Context {
-                cluster: CONTEXT.to_owned(),
-                user: Some(user_name.to_owned()),
-                namespace: None,
-                extensions: None,
-                other: Default::default(),
-            }),
-            other: Default::default(),
-        }],
-        current_context: Some(CONTEXT.to_owned()),
-        api_version: Some("v1".to_owned()),
-        kind: Some("Config".to_owned()),
-        ..Kubeconfig::default()
+    let mut user = serde_json::Map::new();
+    if let Some(c) = cert {
+        user.insert("client-certificate-data".into(), STANDARD.encode(&c.cert_pem).into());
+        user.insert("client-key-data".into(), STANDARD.encode(&c.key_pem).into());
     }
+    if let Some(t) = token {
+        user.insert("token".into(), t.into());
+    }
+    let json = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CONTEXT, "cluster": {
+            "server": server,
+            "certificate-authority-data": STANDARD.encode(ca_pem),
+        }}],
+        "users": [{"name": user_name, "user": user}],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user_name}}],
+        "current-context": CONTEXT,
+    });
+    // Every field above is one Kubeconfig has had since kube 1: this cannot fail; if a kube
+    // major ever refused it, the client built from the empty config would say so.
+    serde_json::from_value(json).unwrap_or_default()
 }
 
 /// Write `config` to `path` (JSON, which kubectl reads as YAML) with mode 0600.
@@ -71,14 +57,21 @@ pub(crate) fn write(config: &Kubeconfig, path: &Path) -> Result<()> {
 
 /// Build a kube client from a kubeconfig.
 pub(crate) async fn client(config: Kubeconfig) -> Result<kube::Client> {
+    #[cfg_attr(
+        feature = "kube-3",
+        allow(unused_mut, reason = "kube 3 has no retry policy to turn off")
+    )]
     let mut config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
         .await
         .map_err(|e| Error::Client(Box::new(e)))?;
-    // kube-client's default policy retries 429, 503 and 504 up to 15 times with exponential
-    // backoff from 5 ms: a steady 503 (an unavailable APIService, the very thing scenarios
-    // check) took minutes to come back instead of milliseconds. Tests see the API's answer;
-    // the harness's own waits retry what they must.
-    config.default_retry = false;
+    // kube-client's default policy (kube 4 on) retries 429, 503 and 504 up to 15 times with
+    // exponential backoff from 5 ms: a steady 503 (an unavailable APIService, the very thing
+    // scenarios check) took minutes to come back instead of milliseconds. Tests see the API's
+    // answer; the harness's own waits retry what they must.
+    #[cfg(not(feature = "kube-3"))]
+    {
+        config.default_retry = false;
+    }
     kube::Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))
 }
 
