@@ -98,7 +98,7 @@ enum Command {
         junit: Option<PathBuf>,
         /// Where failure bundles go (logs, APIServices, CRDs, events): one subdirectory per
         /// failed target.
-        #[arg(long, value_name = "DIR", default_value = "kube-harness-bundles")]
+        #[arg(long, value_name = "DIR", default_value = crate::target::sources::FAILURE_BUNDLES)]
         bundle: PathBuf,
         /// Verify only the target with this name (its `metadata.name`, else its directory
         /// name). Repeatable.

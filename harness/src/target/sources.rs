@@ -13,6 +13,10 @@ use super::load::LoadError;
 /// (Prometheus operator's, 4.2 MiB); this stops a runaway file before it exhausts memory.
 pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// `verify`'s default directory for failure bundles (relative to where it runs): never fixtures,
+/// even when `verify` ran inside a target directory.
+pub const FAILURE_BUNDLES: &str = "kube-harness-bundles";
+
 /// The names kustomize looks for.
 const KUSTOMIZATIONS: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
@@ -105,8 +109,13 @@ pub fn inputs(path: &Path, excludes: &Excludes) -> Result<Vec<Input>, LoadError>
     let mut out = Vec::new();
     let entries = sorted_entries(path).map_err(read_err)?;
     for entry in entries.into_iter().filter(|e| !excludes.excludes(e)) {
-        if entry.is_dir() && entry.file_name().is_some_and(|n| n == super::steps::STEP_FILES) {
-            // Objects that steps apply (`apply: {file: steps/…}`), not fixtures.
+        if entry.is_dir()
+            && entry
+                .file_name()
+                .is_some_and(|n| n == super::steps::STEP_FILES || n == FAILURE_BUNDLES)
+        {
+            // Objects that steps apply (`apply: {file: steps/…}`), not fixtures; failure
+            // bundles `verify` wrote when run from inside the target directory.
             continue;
         }
         if entry.is_dir() {
@@ -254,7 +263,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("steps"))?;
         std::fs::create_dir_all(dir.join("more"))?;
-        for file in ["a.yaml", "steps/w2.yaml", "more/b.yaml"] {
+        std::fs::create_dir_all(dir.join(FAILURE_BUNDLES).join("t"))?;
+        for file in [
+            "a.yaml",
+            "steps/w2.yaml",
+            "more/b.yaml",
+            "kube-harness-bundles/t/events.json",
+        ] {
             std::fs::write(dir.join(file), "{}")?;
         }
         let found = fixture_files(&dir)?;
