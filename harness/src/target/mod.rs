@@ -15,6 +15,63 @@
 //! running.down(cluster).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # The directory
+//!
+//! Every `.yaml`, `.yml` and `.json` file below it is a fixture (documents with `apiVersion`,
+//! `kind`, `metadata.name`), except `spec.exclude` globs and directories named `steps` or
+//! `kube-harness-bundles`; a directory with a `kustomization.yaml` is what it renders to. One
+//! document of kind `Target` (conventionally `target.yaml`) says how to run the backend; an
+//! `Expectations` document (`expectations.yaml`) what `verify` checks beyond health
+//! ([`expect`], [`steps`]). Errors name the file, the document and the field, before anything
+//! starts.
+//!
+//! ```yaml
+//! apiVersion: kube-harness.dev/v1alpha1
+//! kind: Target
+//! metadata:
+//!   name: wardle
+//! spec:
+//!   backend:                       # omit for objects-only targets
+//!     goModule: k8s.io/sample-apiserver   # or cargoPackage (+ bin), cargoManifest, or program
+//!     goPackage: cmd/server        # the main package inside the module (default: its root)
+//!     goVersion: v0.37.2           # exact
+//!     serviceAccount: wardle/apiserver   # its own identity: {{backendKubeconfig}}
+//!     args: ["--secure-port={{port}}", "--kubeconfig={{backendKubeconfig}}"]
+//!     readinessPath: /readyz       # GET until 2xx (https; readinessScheme: http for a plain port)
+//!     readinessPort: 8081          # when health has a port of its own (default {{port}})
+//!     readinessLog: "watching"     # instead: a line of the backend's log
+//!     startTimeoutSeconds: 60
+//!   certificates:
+//!     - {name: wardle-ca, ca: true}
+//!     - {name: serving, issuer: wardle-ca, dnsNames: [api.wardle.svc], ips: [127.0.0.1]}
+//!   apiServices:
+//!     - {name: v1alpha1.wardle.example.com, caBundleFrom: wardle-ca}
+//!   webhooks:                      # admission configurations and CRDs with a conversion webhook
+//!     - {name: samples-validation, caBundleFrom: wardle-ca}
+//!   exclude: [docs, "hack/*.yaml"]
+//! ```
+//!
+//! # The backend contract
+//!
+//! - **Program**: `goModule` is `go build` at that exact version (checked before any cluster
+//!   starts, cached under `~/.cache/kube-harness/go/`); `cargoPackage` is `cargo build` in the
+//!   workspace around the target, `cargoManifest` in a crate elsewhere; the binary is `bin`, else
+//!   the only one, else `default-run` (several and neither: refused, naming them); `program` is
+//!   a path relative to the target, or a name on `PATH`.
+//! - **Identity**: with `serviceAccount: ns/name` it runs as that ServiceAccount (a TokenRequest
+//!   token renewed while up, in `{{backendKubeconfig}}`); without, only the admin's
+//!   `{{kubeconfig}}` exists, which hides missing RBAC.
+//! - **Placeholders** in `args`/`env`: `{{port}}`, `{{bindAddress}}`, `{{etcdUrl}}`,
+//!   `{{backendKubeconfig}}`, `{{kubeconfig}}`, `{{kubectl}}`, `{{server}}`, `{{runDir}}`,
+//!   `{{certs.<name>.crt}}`, `{{certs.<name>.key}}` (keys 0600 in a 0700 directory).
+//! - **Output** goes to `backend.log` in its run directory; a failed start quotes its last lines,
+//!   and a `… is forbidden: User …` line fails the start early with the binding that grants it.
+//! - **Stop**: SIGTERM to its process group, SIGKILL after 5 s, also when the harness dies.
+//! - **On kind** the same spec becomes a Deployment running as the ServiceAccount, the readiness
+//!   probe the container's.
+//!
+//! The repository's `fixtures/README.md` has every field and the shipped examples.
 
 pub mod apply;
 mod backend;
