@@ -106,6 +106,31 @@ fn two_test_processes_share_one_detached_cluster_and_down_stops_it() -> anyhow::
     );
     assert!(first.ends_with("alice-forbidden=true"), "{first}");
 
+    // The handle's format, not the writer's version, decides: a handle without the field (as
+    // written before it was recorded) attaches; one of another format is refused, saying so.
+    assert_eq!(handle.format, kube_harness::cluster::HANDLE_FORMAT);
+    let mut raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(handle_file)?)?;
+    let copy = std::env::temp_dir().join(format!("kh-attach-{}-copy.json", std::process::id()));
+    let rt = tokio::runtime::Runtime::new()?;
+    if let Some(map) = raw.as_object_mut() {
+        map.remove("format");
+    }
+    std::fs::write(&copy, raw.to_string())?;
+    rt.block_on(kube_harness::Cluster::attach(&copy))?;
+    raw["format"] = serde_json::json!(2);
+    std::fs::write(&copy, raw.to_string())?;
+    let err = rt
+        .block_on(kube_harness::Cluster::attach(&copy))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    let expected = format!(
+        "its handle format is 2, and this kube-harness ({}) reads format 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(err.contains(&expected), "{err}");
+    std::fs::remove_file(&copy)?;
+
     let down = Command::new(BIN).args(["down", "--env-file"]).arg(&env_file).output()?;
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -124,7 +149,6 @@ fn two_test_processes_share_one_detached_cluster_and_down_stops_it() -> anyhow::
         );
     }
     // Attaching now fails with the reason, not a hang.
-    let rt = tokio::runtime::Runtime::new()?;
     let err = rt
         .block_on(kube_harness::Cluster::attach(std::path::Path::new(handle_file)))
         .err()

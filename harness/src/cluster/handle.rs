@@ -12,8 +12,15 @@ use crate::pki::ClusterPki;
 /// What another process needs to use a running cluster: written by `kube-harness up --detach`
 /// as `cluster.json` in the run directory, read by [`Cluster::attach`] (and by [`crate::shared`]
 /// when `KUBE_HARNESS_CLUSTER` names the file).
+///
+/// The file carries [`HANDLE_FORMAT`]: a library attaches to a handle of its own format
+/// whichever kube-harness version wrote it (fields it does not know are ignored), so the CLI
+/// that runs `up --detach` need not be exactly the library's version.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClusterHandle {
+    /// The handle's format ([`HANDLE_FORMAT`]; handles written before it was recorded are 1).
+    #[serde(default = "first_format")]
+    pub format: u32,
     /// Where the cluster is.
     pub info: ClusterInfo,
     /// kube-apiserver's pid.
@@ -27,6 +34,14 @@ pub struct ClusterHandle {
     pub controller_manager_pid: Option<u32>,
 }
 
+/// The format of the handle file this library writes and reads. It changes only when a field
+/// an attaching process needs changes its meaning or goes; every kube-harness 0.1 writes 1.
+pub const HANDLE_FORMAT: u32 = 1;
+
+const fn first_format() -> u32 {
+    1
+}
+
 impl Cluster {
     /// The handle another process needs to [`attach`](Cluster::attach) to this cluster, owned
     /// by this process.
@@ -38,6 +53,7 @@ impl Cluster {
                 etcd,
                 ..
             } => Some(ClusterHandle {
+                format: HANDLE_FORMAT,
                 info: self.info.clone(),
                 apiserver_pid: apiserver.pid(),
                 etcd_pid: etcd.pid(),
@@ -64,6 +80,14 @@ impl Cluster {
         let text = std::fs::read_to_string(handle_file).map_err(|e| attach_err(format!("cannot read it: {e}")))?;
         let handle: ClusterHandle =
             serde_json::from_str(&text).map_err(|e| attach_err(format!("not a cluster handle: {e}")))?;
+        if handle.format != HANDLE_FORMAT {
+            return Err(attach_err(format!(
+                "its handle format is {}, and this kube-harness ({}) reads format {HANDLE_FORMAT}: run `up --detach` \
+                 with a kube-harness CLI that writes format {HANDLE_FORMAT}",
+                handle.format,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
         for (what, pid) in [
             ("its owner", handle.owner_pid),
             ("kube-apiserver", handle.apiserver_pid),

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use kube::config::Kubeconfig;
 
-pub use handle::ClusterHandle;
+pub use handle::{ClusterHandle, HANDLE_FORMAT};
 pub use kubeconfig::CONTEXT;
 pub use namespace::{NAMESPACE_REDACTION, TestNamespace};
 
