@@ -146,6 +146,7 @@ pub(crate) fn check_go_source(
     let output = std::process::Command::new(go)
         .args(["mod", "download", "-json", &format!("{module}@{version}")])
         .current_dir(std::env::temp_dir())
+        .env("GOFLAGS", "-mod=mod")
         .env("GOWORK", "off")
         .env("GO111MODULE", "on")
         .stdin(std::process::Stdio::null())
