@@ -32,7 +32,12 @@ impl CargoChoice {
         }
         Some(Self {
             dir: dir.to_owned(),
-            manifest: backend.cargo_manifest.as_ref().map(|m| dir.join(m)),
+            // Absolute: cargo runs in `dir`, where a path relative to this process's directory
+            // (`verify fixtures/targets/x` with `cargoManifest: ../../../Cargo.toml`) is wrong.
+            manifest: backend
+                .cargo_manifest
+                .as_ref()
+                .map(|m| std::path::absolute(dir.join(m)).unwrap_or_else(|_| dir.join(m))),
             package: backend.cargo_package.clone(),
             bin: backend.bin.clone(),
         })
