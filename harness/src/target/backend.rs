@@ -128,6 +128,7 @@ impl Cluster {
         }
         let readiness = match &backend.readiness_log {
             Some(needle) => Readiness::Log(needle.clone()),
+            None if !backend.probes() => Readiness::Spawned,
             None => {
                 let ca_name = backend.readiness_ca.clone().or_else(|| {
                     target

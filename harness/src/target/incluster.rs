@@ -452,7 +452,7 @@ fn deployment(
         "ports": [{"name": "https", "containerPort": POD_PORT}],
         "volumeMounts": [{"name": "files", "mountPath": MOUNT, "readOnly": true}],
     });
-    if backend.readiness_log.is_none() {
+    if backend.probes() {
         container["readinessProbe"] = json!({
             "httpGet": {
                 "scheme": backend.readiness_scheme.as_deref().unwrap_or("https").to_ascii_uppercase(),

@@ -20,7 +20,9 @@
 //!
 //! Every `.yaml`, `.yml` and `.json` file below it is a fixture (documents with `apiVersion`,
 //! `kind`, `metadata.name`), except `spec.exclude` globs and directories named `steps` or
-//! `kube-harness-bundles`; a directory with a `kustomization.yaml` is what it renders to. One
+//! `kube-harness-bundles`; a directory with a `kustomization.yaml` is what it renders to;
+//! `spec.include` adds files or directories from outside (an operator's shipped deploy
+//! manifests), without their workloads — the harness runs the backend itself. One
 //! document of kind `Target` (conventionally `target.yaml`) says how to run the backend; an
 //! `Expectations` document (`expectations.yaml`) what `verify` checks beyond health
 //! ([`expect`], [`steps`]). Errors name the file, the document and the field, before anything
@@ -41,6 +43,7 @@
 //!     readinessPath: /readyz       # GET until 2xx (https; readinessScheme: http for a plain port)
 //!     readinessPort: 8081          # when health has a port of its own (default {{port}})
 //!     readinessLog: "watching"     # instead: a line of the backend's log
+//!     # readinessScheme: none      # or: ready once started (a controller; steps wait)
 //!     startTimeoutSeconds: 60
 //!   certificates:
 //!     - {name: wardle-ca, ca: true}
@@ -50,6 +53,7 @@
 //!   webhooks:                      # admission configurations and CRDs with a conversion webhook
 //!     - {name: samples-validation, caBundleFrom: wardle-ca}
 //!   exclude: [docs, "hack/*.yaml"]
+//!   include: [../../../config/rbac]  # shipped manifests from outside the directory
 //! ```
 //!
 //! # The backend contract
@@ -133,7 +137,17 @@ impl Target {
     /// [`Error::Load`] for unreadable or malformed files, duplicate objects, bad specs.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_owned();
-        let docs = load::load_with(&dir, &excludes_of(&dir)?)?;
+        let (excludes, includes) = sources_of(&dir)?;
+        let mut docs = load::load_with(&dir, &excludes)?;
+        for include in includes {
+            // The harness runs the backend itself: a workload of the shipped manifests would
+            // be a second copy (that no cluster here could pull an image for).
+            docs.extend(
+                load::load(&[include])?
+                    .into_iter()
+                    .filter(|d| !WORKLOAD_KINDS.contains(&d.kind.as_str())),
+            );
+        }
         let (harness_docs, objects): (Vec<Document>, Vec<Document>) =
             docs.into_iter().partition(|d| d.api_version == SPEC_API_VERSION);
         let (expectation_docs, specs): (Vec<Document>, Vec<Document>) =
@@ -277,11 +291,23 @@ impl Target {
     }
 }
 
-/// The `spec.exclude` globs of `dir/target.yaml`, read before anything else is.
-fn excludes_of(dir: &Path) -> Result<sources::Excludes> {
+/// Kinds `spec.include` leaves out of the files it names.
+const WORKLOAD_KINDS: [&str; 7] = [
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Pod",
+    "Job",
+    "CronJob",
+];
+
+/// The `spec.exclude` globs and the `spec.include` paths of `dir/target.yaml`, read before
+/// anything else is.
+fn sources_of(dir: &Path) -> Result<(sources::Excludes, Vec<PathBuf>)> {
     let spec_file = dir.join("target.yaml");
     if !spec_file.is_file() {
-        return Ok(sources::Excludes::default());
+        return Ok((sources::Excludes::default(), Vec::new()));
     }
     let text = std::fs::read_to_string(&spec_file).map_err(|source| {
         Error::Load(LoadError::Read {
@@ -294,33 +320,48 @@ fn excludes_of(dir: &Path) -> Result<sources::Excludes> {
         .iter()
         .find(|d| d.api_version == SPEC_API_VERSION && d.kind == "Target")
     else {
-        return Ok(sources::Excludes::default());
+        return Ok((sources::Excludes::default(), Vec::new()));
     };
-    let mut patterns: Vec<String> = match doc.value.pointer("/spec/exclude") {
-        None => Vec::new(),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str().map(str::to_owned).ok_or_else(|| {
-                    Error::Load(LoadError::Invalid {
-                        doc: doc.source.clone(),
-                        problem: format!("spec.exclude holds {i}, not a glob string"),
+    let strings = |field: &str, what: &str| -> Result<Vec<String>> {
+        match doc.value.pointer(&format!("/spec/{field}")) {
+            None => Ok(Vec::new()),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str().map(str::to_owned).ok_or_else(|| {
+                        Error::Load(LoadError::Invalid {
+                            doc: doc.source.clone(),
+                            problem: format!("spec.{field} holds {i}, not a {what}"),
+                        })
                     })
                 })
-            })
-            .collect::<Result<_>>()?,
-        Some(other) => {
-            return Err(Error::Load(LoadError::Invalid {
+                .collect(),
+            Some(other) => Err(Error::Load(LoadError::Invalid {
                 doc: doc.source.clone(),
-                problem: format!("spec.exclude must be a list of glob strings, not {other}"),
-            }));
+                problem: format!("spec.{field} must be a list of {what}s, not {other}"),
+            })),
         }
     };
+    let mut patterns = strings("exclude", "glob string")?;
+    let mut includes = Vec::new();
+    for include in strings("include", "path")? {
+        let path = dir.join(&include);
+        if !path.exists() {
+            return Err(Error::Load(LoadError::Invalid {
+                doc: doc.source.clone(),
+                problem: format!(
+                    "spec.include names {include:?}, and {} does not exist (paths are relative to the target directory)",
+                    path.display()
+                ),
+            }));
+        }
+        includes.push(path);
+    }
     // A backend's own Deployment manifest is for clusters with pods, never a fixture.
     if let Some(serde_json::Value::String(file)) = doc.value.pointer("/spec/backend/deployment") {
         patterns.push(file.clone());
     }
-    Ok(sources::Excludes::new(dir, &patterns, &doc.source)?)
+    Ok((sources::Excludes::new(dir, &patterns, &doc.source)?, includes))
 }
 
 /// Every APIService with `spec.service` must point at a Service among the objects (else the
