@@ -93,6 +93,32 @@ impl Cluster {
         service_account_token(&self.client().await?, namespace, name, expiration_seconds).await
     }
 
+    /// A kubeconfig file for ServiceAccount `namespace/name` (created if it does not exist;
+    /// its token from TokenRequest, valid for an hour), mode 0600 in the cluster's run
+    /// directory: for running an operator's own binary as the identity it is deployed with
+    /// (`KUBECONFIG=<path>`, which kube's `Client::try_default` reads).
+    ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::shared().await?;
+    /// let kubeconfig = cluster.service_account_kubeconfig("default", "my-operator").await?;
+    /// let _operator = std::process::Command::new("target/debug/my-operator")
+    ///     .env("KUBECONFIG", &kubeconfig)
+    ///     .spawn();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Kube`] from TokenRequest, [`Error::Io`] writing the file.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<std::path::PathBuf> {
+        let token = self.service_account_token(namespace, name, 3600).await?;
+        let dir = self.info.run_dir.join("service-accounts");
+        std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        let path = dir.join(format!("{namespace}.{name}.kubeconfig"));
+        kubeconfig::write(&self.token_kubeconfig(&token), &path)?;
+        Ok(path)
+    }
+
     /// A client that authenticates with a bearer token (a ServiceAccount token from
     /// TokenRequest, say).
     ///

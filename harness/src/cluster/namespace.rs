@@ -150,7 +150,55 @@ impl TestNamespace {
     /// [`Error::Load`] naming the file and document, [`Error::Fixture`] for a Namespace,
     /// [`Error::Apply`] naming the file and object.
     pub async fn apply(&self, path: impl AsRef<Path>) -> Result<Vec<Applied>> {
-        let mut docs = crate::target::load::load(&[path.as_ref()])?;
+        let docs = crate::target::load::load(&[path.as_ref()])?;
+        self.apply_docs(docs).await
+    }
+
+    /// Apply only the RBAC among the manifests at `paths` (files or directories, read together)
+    /// — ServiceAccounts, Roles, ClusterRoles and their bindings — into this namespace as
+    /// [`apply`](Self::apply) does, leaving out everything else (the Namespace, the
+    /// Deployment, Services…): an operator's deploy manifests as it ships them, for running its
+    /// controller with exactly the permissions it will have. Give every file at once: a
+    /// binding's ServiceAccount is pointed at this namespace when its namespace is one of the
+    /// objects' own.
+    ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::shared().await?;
+    /// let ns = cluster.test_namespace("rbac").await?;
+    /// // The Deployment and the Namespace in operator.yaml are skipped.
+    /// ns.apply_rbac(["deploy/operator.yaml", "deploy/rbac.yaml"]).await?;
+    /// let token = cluster.service_account_token(ns.name(), "my-operator", 600).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Load`] naming the file and document, [`Error::Fixture`] when the files hold
+    /// no RBAC object, [`Error::Apply`] naming the file and object.
+    pub async fn apply_rbac<P: AsRef<Path>>(&self, paths: impl IntoIterator<Item = P>) -> Result<Vec<Applied>> {
+        const RBAC: [&str; 5] = [
+            "ServiceAccount",
+            "Role",
+            "ClusterRole",
+            "RoleBinding",
+            "ClusterRoleBinding",
+        ];
+        let paths: Vec<P> = paths.into_iter().collect();
+        let docs: Vec<_> = crate::target::load::load(&paths)?
+            .into_iter()
+            .filter(|d| RBAC.contains(&d.kind.as_str()))
+            .collect();
+        if docs.is_empty() {
+            let names: Vec<String> = paths.iter().map(|p| p.as_ref().display().to_string()).collect();
+            return Err(Error::Fixture(format!(
+                "{}: no ServiceAccount, Role, ClusterRole, RoleBinding or ClusterRoleBinding there",
+                names.join(", ")
+            )));
+        }
+        self.apply_docs(docs).await
+    }
+
+    async fn apply_docs(&self, mut docs: Vec<crate::target::load::Document>) -> Result<Vec<Applied>> {
         if let Some(ns) = docs.iter().find(|d| d.kind == "Namespace") {
             return Err(Error::Fixture(format!(
                 "{}: {}: a fixture applied into a test namespace may not create namespaces",
