@@ -862,3 +862,102 @@ fn a_go_backend_that_is_not_there_fails_before_any_cluster_starts() -> anyhow::R
     std::fs::remove_dir_all(&root)?;
     Ok(())
 }
+
+/// `init` in a kubebuilder-style operator crate it was not written for: what it finds (two
+/// CustomResource types, one private module, the `run(Client)` entry, the Deployment's
+/// ServiceAccount and probe, a patch file that is no object) and the files it writes; the
+/// target loads with the shipped manifests included and their Deployment left out; a second
+/// run keeps every file.
+#[test]
+fn init_writes_a_test_and_a_target_from_an_operator_crate_and_never_overwrites() -> anyhow::Result<()> {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let work = std::env::temp_dir().join(format!("kh-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let dir = work.join("gauge-operator");
+    copy_dir(&root.join("tests/init-fixtures/gauge-operator"), &dir)?;
+    let init = || Command::new(BIN).arg("init").arg(&dir).output();
+    let out = init()?;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).replace(&*dir.to_string_lossy(), "[crate]");
+    let mut files = String::new();
+    for file in [
+        "tests/kube_harness.rs",
+        "fixtures/targets/gauge-operator/target.yaml",
+        "fixtures/targets/gauge-operator/expectations.yaml",
+        "fixtures/targets/gauge-operator/steps/cpu.yaml",
+    ] {
+        files.push_str(&format!("==> {file}\n{}\n", std::fs::read_to_string(dir.join(file))?));
+    }
+    insta::assert_snapshot!("init_output", stdout);
+    insta::assert_snapshot!("init_files", files);
+
+    let target = kube_harness::Target::load(dir.join("fixtures/targets/gauge-operator"))?;
+    let mut kinds: Vec<String> = target
+        .plan
+        .prerequisites
+        .iter()
+        .map(|p| p.doc())
+        .chain(&target.plan.rest)
+        .map(|d| format!("{}/{}", d.kind, d.name))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole/gauge-manager",
+            "ClusterRoleBinding/gauge-manager",
+            "CustomResourceDefinition/gauges.metrics.example.com",
+            "Namespace/gauge-system",
+            "ServiceAccount/controller-manager",
+        ]
+    );
+
+    let again = init()?;
+    assert!(again.status.success(), "{again:?}");
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(stdout.matches("kept  ").count(), 4, "{stdout}");
+    assert!(!stdout.contains("wrote"), "{stdout}");
+    assert_eq!(
+        files,
+        [
+            "tests/kube_harness.rs",
+            "fixtures/targets/gauge-operator/target.yaml",
+            "fixtures/targets/gauge-operator/expectations.yaml",
+            "fixtures/targets/gauge-operator/steps/cpu.yaml"
+        ]
+        .iter()
+        .map(|f| Ok(format!("==> {f}\n{}\n", std::fs::read_to_string(dir.join(f))?)))
+        .collect::<anyhow::Result<String>>()?
+    );
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// `init` where there is nothing to write a test for says what it looked for, and where.
+#[test]
+fn init_says_what_it_looked_for_when_it_finds_nothing() -> anyhow::Result<()> {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let work = std::env::temp_dir().join(format!("kh-init-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let no_crd = work.join("no-crd");
+    copy_dir(&root.join("tests/init-fixtures/no-crd"), &no_crd)?;
+    let no_manifests = work.join("no-manifests");
+    copy_dir(&root.join("tests/init-fixtures/gauge-operator"), &no_manifests)?;
+    std::fs::remove_dir_all(no_manifests.join("config"))?;
+    let err = |dir: &std::path::Path, extra: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(BIN).arg("init").arg(dir).args(extra).output()?;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(!dir.join("tests").exists() && !dir.join("fixtures").exists());
+        Ok(String::from_utf8_lossy(&out.stderr).replace(&*work.to_string_lossy(), "[work]"))
+    };
+    let messages = [
+        err(&no_crd, &[])?,
+        err(&no_manifests, &[])?,
+        err(&work.join("nowhere"), &[])?,
+        err(&no_crd.join("src"), &[])?,
+        err(&no_manifests, &["--manifests", "/nonexistent-manifests"])?,
+    ];
+    insta::assert_snapshot!(messages.join(""));
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}

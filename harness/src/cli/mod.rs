@@ -3,6 +3,7 @@
 //! cluster through [`provider::start`](crate::provider::start).
 
 mod detach;
+mod init;
 mod verify;
 
 use std::path::PathBuf;
@@ -120,6 +121,26 @@ enum Command {
         #[arg(long)]
         update: bool,
     },
+    /// In an operator crate: write a first integration test (`tests/kube_harness.rs`: the CRD
+    /// from its Rust type, the controller as admin and as its ServiceAccount with the RBAC its
+    /// deploy manifests ship, a status assertion) and a verify target
+    /// (`fixtures/targets/<package>/`), from its `#[derive(CustomResource)]` types and deploy
+    /// manifests. Never overwrites a file.
+    Init {
+        /// The operator crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The package, when the directory is a workspace of several.
+        #[arg(long, short = 'p')]
+        package: Option<String>,
+        /// The controller's binary, when the package has several.
+        #[arg(long)]
+        bin: Option<String>,
+        /// Where the deploy manifests are (default: the crate's config/, deploy/, manifests/,
+        /// k8s/, yaml/… that exist). Repeatable.
+        #[arg(long, value_name = "DIR")]
+        manifests: Vec<PathBuf>,
+    },
     /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed;
     /// also build kube-controller-manager unless KUBE_HARNESS_CONTROLLERS=0 (its path goes to
     /// stderr).
@@ -203,6 +224,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let provider: Provider = cli.provider.parse()?;
     match cli.command {
+        Command::Init {
+            dir,
+            package,
+            bin,
+            manifests,
+        } => init::run(&init::InitArgs {
+            dir,
+            package,
+            bin,
+            manifests,
+        }),
         Command::Assets { components } => {
             let assets = Resolver::new(version).resolve_async().await?;
             for name in components {
