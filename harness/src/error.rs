@@ -25,6 +25,15 @@ pub enum Error {
         min_go: &'static str,
     },
 
+    /// A Go module's own files (kwok's stage definitions) could not be had.
+    #[error("{module}: {problem}; the harness reads them from Go's module cache (`go mod download`, through GOPROXY)")]
+    GoModule {
+        /// `module@version`.
+        module: String,
+        /// What went wrong.
+        problem: String,
+    },
+
     /// A directory named by an environment variable lacks a binary.
     #[error(
         "{var}={dir:?} does not contain an executable `{binary}`; point {var} at a directory with kube-apiserver, etcd and kubectl (as setup-envtest lays them out), or unset it"

@@ -143,30 +143,7 @@ pub(crate) fn check_go_source(
             cache_root.join("go")
         ));
     };
-    let output = std::process::Command::new(go)
-        .args(["mod", "download", "-json", &format!("{module}@{version}")])
-        .current_dir(std::env::temp_dir())
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOWORK", "off")
-        .env("GO111MODULE", "on")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("running `{} mod download`: {e}", go.display()))?;
-    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    if let Some(problem) = info.get("Error").and_then(|e| e.as_str()) {
-        return Err(format!(
-            "goModule/goVersion: {module}@{version} cannot be downloaded (is the module path right, and \
-             is {version} one of its versions?): {}",
-            problem.trim()
-        ));
-    }
-    let Some(root) = info.get("Dir").and_then(|d| d.as_str()).map(PathBuf::from) else {
-        return Err(format!(
-            "goModule/goVersion: `go mod download {module}@{version}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    };
+    let root = module_dir(go, module, version)?;
     let dir = package.map_or_else(|| root.clone(), |p| root.join(p));
     let field = if package.is_some() { "goPackage" } else { "goModule" };
     let import = package.map_or_else(|| module.to_owned(), |p| format!("{module}/{p}"));
@@ -187,6 +164,80 @@ pub(crate) fn check_go_source(
             mains.join(", ")
         )
     })
+}
+
+/// Where Go's module cache holds `module@version` (downloading it if needed): `go mod
+/// download -json`, instant for a module already there.
+fn module_dir(go: &Path, module: &str, version: &str) -> std::result::Result<PathBuf, String> {
+    let output = std::process::Command::new(go)
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .current_dir(std::env::temp_dir())
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOWORK", "off")
+        .env("GO111MODULE", "on")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running `{} mod download`: {e}", go.display()))?;
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    if let Some(problem) = info.get("Error").and_then(|e| e.as_str()) {
+        return Err(format!(
+            "goModule/goVersion: {module}@{version} cannot be downloaded (is the module path right, and \
+             is {version} one of its versions?): {}",
+            problem.trim()
+        ));
+    }
+    info.get("Dir")
+        .and_then(|d| d.as_str())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            format!(
+                "goModule/goVersion: `go mod download {module}@{version}` failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
+}
+
+/// kwok's module and the version the harness builds (its `go.mod` has no `replace`
+/// directives, so it builds like any backend).
+pub(crate) const KWOK_MODULE: &str = "sigs.k8s.io/kwok";
+/// See [`KWOK_MODULE`].
+pub(crate) const KWOK_VERSION: &str = "v0.8.0";
+/// kwok's own stage definitions that `kwokctl` runs with by default (nodes Ready at once and
+/// kept alive with Leases; pods Ready at once, Job pods completed, deletions finished), read
+/// from the module of the kwok that is built.
+const KWOK_STAGES: [&str; 5] = [
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+];
+
+/// kwok's binary and its stage file (`stages.yaml` beside it, from its module's
+/// `kustomize/stage/`), from the cache or built into it.
+pub(crate) fn kwok(go: Option<&Path>, cache_root: &Path, k8s: &KubeVersion) -> Result<(PathBuf, PathBuf)> {
+    let binary = go_binary(go, cache_root, KWOK_MODULE, Some("cmd/kwok"), KWOK_VERSION, k8s)?;
+    let stages = binary.with_file_name("stages.yaml");
+    if stages.is_file() {
+        return Ok((binary, stages));
+    }
+    let fail = |problem: String| Error::GoModule {
+        module: format!("{KWOK_MODULE}@{KWOK_VERSION}"),
+        problem,
+    };
+    let go = go.ok_or_else(|| fail("no `go` on PATH to find its module with".into()))?;
+    let root = module_dir(go, KWOK_MODULE, KWOK_VERSION).map_err(fail)?;
+    let mut text = String::new();
+    for file in KWOK_STAGES {
+        let path = root.join(file);
+        text.push_str("---\n");
+        text.push_str(&std::fs::read_to_string(&path).map_err(Error::io("read", &path))?);
+    }
+    let tmp = stages.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(Error::io("write", &tmp))?;
+    std::fs::rename(&tmp, &stages).map_err(Error::io("rename", &stages))?;
+    Ok((binary, stages))
 }
 
 /// Whether `dir` holds a non-test Go file of `package main`.

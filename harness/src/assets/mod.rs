@@ -224,6 +224,15 @@ impl<F: Fn(&str) -> Option<String> + Send + Sync> Env for F {
     }
 }
 
+/// The binaries of a plane with nodes: kube-scheduler (from the Kubernetes module), kwok and
+/// its stage file.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeBinaries {
+    pub(crate) scheduler: PathBuf,
+    pub(crate) kwok: PathBuf,
+    pub(crate) stages: PathBuf,
+}
+
 /// Finds (or builds) the binaries for a version.
 pub struct Resolver {
     version: KubeVersion,
@@ -391,6 +400,23 @@ impl Resolver {
             version,
             &self.version,
         )
+    }
+
+    /// kube-scheduler, kwok and kwok's stage file, for a plane with nodes (built once into
+    /// the cache).
+    ///
+    /// # Errors
+    /// [`Error::GoMissing`] without `go` and nothing cached, [`Error::Build`],
+    /// [`Error::GoModule`].
+    pub(crate) fn node_binaries(&self) -> Result<NodeBinaries> {
+        let scheduler = self.component("kube-scheduler")?;
+        let go = self.find_go();
+        let (kwok, stages) = gobin::kwok(go.as_deref(), &self.cache_root(), &self.version)?;
+        Ok(NodeBinaries {
+            scheduler,
+            kwok,
+            stages,
+        })
     }
 
     /// Before any cluster starts: whether [`Resolver::go_binary_of`] can build `package` of

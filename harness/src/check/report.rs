@@ -34,6 +34,10 @@ pub async fn write_failure_bundle(cluster: &Cluster, target: &Target, dir: &Path
     let controller_manager = controller_manager_log
         .exists()
         .then_some((controller_manager_log, "kube-controller-manager.log"));
+    let [scheduler_log, kwok_log] = cluster.node_logs();
+    let nodes = [(scheduler_log, "kube-scheduler.log"), (kwok_log, "kwok.log")]
+        .into_iter()
+        .filter(|(log, _)| log.exists());
     for (src, name) in [
         (cluster.apiserver_log().to_owned(), "kube-apiserver.log"),
         (cluster.etcd_log().to_owned(), "etcd.log"),
@@ -41,6 +45,7 @@ pub async fn write_failure_bundle(cluster: &Cluster, target: &Target, dir: &Path
     ]
     .into_iter()
     .chain(controller_manager)
+    .chain(nodes)
     {
         let dest = dir.join(name);
         match std::fs::copy(&src, &dest) {

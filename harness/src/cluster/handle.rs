@@ -32,6 +32,20 @@ pub struct ClusterHandle {
     /// kube-controller-manager's pid, when it runs.
     #[serde(default)]
     pub controller_manager_pid: Option<u32>,
+    /// kube-scheduler's and kwok's pids, when the plane has nodes (their number, then).
+    #[serde(default)]
+    pub nodes: Option<NodesHandle>,
+}
+
+/// The node processes of a detached plane with nodes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodesHandle {
+    /// How many fake nodes.
+    pub count: u32,
+    /// kube-scheduler's pid.
+    pub scheduler_pid: u32,
+    /// kwok's pid.
+    pub kwok_pid: u32,
 }
 
 /// The format of the handle file this library writes and reads. It changes only when a field
@@ -49,6 +63,7 @@ impl Cluster {
         match &self.origin {
             Origin::Local {
                 controller_manager,
+                nodes,
                 apiserver,
                 etcd,
                 ..
@@ -59,6 +74,11 @@ impl Cluster {
                 etcd_pid: etcd.pid(),
                 owner_pid: std::process::id(),
                 controller_manager_pid: controller_manager.as_ref().map(|cm| cm.child.pid()),
+                nodes: nodes.as_ref().map(|n| NodesHandle {
+                    count: n.count,
+                    scheduler_pid: n.scheduler.pid(),
+                    kwok_pid: n.kwok.pid(),
+                }),
             }),
             Origin::Attached(h) => Some(h.clone()),
             _ => None,
@@ -114,8 +134,8 @@ impl Cluster {
             pki: Some(Arc::new(pki)),
             assets: Assets::attached(handle.info.assets_dir.clone()),
             timings: StartupTimings::default(),
+            runs_pods: handle.nodes.as_ref().is_some_and(|n| n.count > 0),
             origin: Origin::Attached(handle),
-            runs_pods: false,
         };
         cluster.check_alive()?;
         Ok(cluster)

@@ -67,6 +67,9 @@ pub struct StartupTimings {
     pub etcd: Duration,
     /// kube-apiserver from spawn to `/readyz` ok.
     pub apiserver: Duration,
+    /// Nodes (a plane with nodes): creating them, starting kube-scheduler and kwok, until
+    /// every node is Ready.
+    pub nodes: Duration,
     /// The whole start, until the `default` namespace exists.
     pub total: Duration,
 }
@@ -134,6 +137,8 @@ pub(crate) enum Origin {
     Local {
         /// kube-controller-manager, unless switched off.
         controller_manager: Option<Box<crate::provider::local::controllers::ControllerManager>>,
+        /// kube-scheduler and kwok, on a plane with nodes.
+        nodes: Option<Box<crate::provider::local::nodes::Nodes>>,
         /// kube-apiserver.
         apiserver: Child,
         /// etcd.
@@ -179,11 +184,16 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if let Origin::Local {
             controller_manager,
+            nodes,
             apiserver,
             etcd,
             ..
         } = &self.origin
         {
+            if let Some(n) = nodes {
+                n.kwok.kill();
+                n.scheduler.kill();
+            }
             if let Some(cm) = controller_manager {
                 cm.child.kill();
             }
@@ -314,16 +324,19 @@ impl Cluster {
         match &self.origin {
             Origin::Local {
                 controller_manager,
+                nodes,
                 apiserver,
                 etcd,
                 ..
             } => [apiserver.pid(), etcd.pid()]
                 .into_iter()
                 .chain(controller_manager.as_ref().map(|cm| cm.child.pid()))
+                .chain(nodes.iter().flat_map(|n| [n.scheduler.pid(), n.kwok.pid()]))
                 .collect(),
             Origin::Attached(h) => [h.apiserver_pid, h.etcd_pid]
                 .into_iter()
                 .chain(h.controller_manager_pid)
+                .chain(h.nodes.iter().flat_map(|n| [n.scheduler_pid, n.kwok_pid]))
                 .collect(),
             _ => Vec::new(),
         }
@@ -344,6 +357,14 @@ impl Cluster {
         self.info
             .run_dir
             .join(crate::provider::local::controllers::CONTROLLER_MANAGER_LOG)
+    }
+
+    /// The log files of kube-scheduler and kwok (on a local plane with nodes).
+    pub fn node_logs(&self) -> [PathBuf; 2] {
+        [
+            self.info.run_dir.join(crate::provider::local::nodes::SCHEDULER_LOG),
+            self.info.run_dir.join(crate::provider::local::nodes::KWOK_LOG),
+        ]
     }
 
     /// Wait until kube-controller-manager reports healthy (its controllers started). Returns
@@ -394,6 +415,7 @@ impl Cluster {
         match &self.origin {
             Origin::Local {
                 controller_manager,
+                nodes,
                 apiserver,
                 etcd,
                 ..
@@ -402,6 +424,8 @@ impl Cluster {
                     Some(etcd),
                     Some(apiserver),
                     controller_manager.as_ref().map(|cm| &cm.child),
+                    nodes.as_ref().map(|n| &n.scheduler),
+                    nodes.as_ref().map(|n| &n.kwok),
                 ]
                 .into_iter()
                 .flatten()
@@ -415,6 +439,13 @@ impl Cluster {
                 let controller_manager = h
                     .controller_manager_pid
                     .map(|pid| ("kube-controller-manager", pid, self.controller_manager_log()));
+                let [scheduler_log, kwok_log] = self.node_logs();
+                let nodes = h.nodes.iter().flat_map(|n| {
+                    [
+                        ("kube-scheduler", n.scheduler_pid, scheduler_log.clone()),
+                        ("kwok", n.kwok_pid, kwok_log.clone()),
+                    ]
+                });
                 for (component, pid, log) in [
                     Some(("etcd", h.etcd_pid, self.etcd_log())),
                     Some(("kube-apiserver", h.apiserver_pid, self.apiserver_log())),
@@ -422,6 +453,7 @@ impl Cluster {
                 ]
                 .into_iter()
                 .flatten()
+                .chain(nodes)
                 {
                     if !crate::process::alive(pid) {
                         return Err(Error::Exited {

@@ -3,7 +3,7 @@
 //!
 //! | provider | how | runs pods | host backends | client certs | etcd |
 //! |---|---|---|---|---|---|
-//! | [`Provider::Local`] (default) | etcd + kube-apiserver processes here ([`ControlPlane`](crate::ControlPlane)) | no | yes | yes | yes |
+//! | [`Provider::Local`] (default) | etcd + kube-apiserver processes here ([`ControlPlane`](crate::ControlPlane)) | simulated, with nodes ([`ControlPlane::with_nodes`](crate::ControlPlane::with_nodes): kube-scheduler and kwok) | yes | yes | yes |
 //! | [`Provider::Existing`] | `KUBECONFIG` / its current context | depends | if the API server runs on this host | no (impersonation) | no |
 //! | [`Provider::Kind`] | the `kind` CLI | yes | no | no (impersonation) | no |
 //! | [`Provider::K3s`] | `docker run rancher/k3s` | yes | no | no (impersonation) | no |
@@ -119,6 +119,10 @@ pub struct StartOptions {
     /// kind: the node image (default `KUBE_HARNESS_KIND_IMAGE`, else `kindest/node:v<version>`);
     /// it must be present locally.
     pub kind_image: Option<String>,
+    /// Local: fake nodes (kube-scheduler and kwok;
+    /// [`ControlPlane::with_nodes`](crate::ControlPlane::with_nodes)); default
+    /// `KUBE_HARNESS_NODES`. kind and k3s have real nodes.
+    pub nodes: Option<u32>,
 }
 
 impl StartOptions {
@@ -143,6 +147,13 @@ impl StartOptions {
     #[must_use]
     pub fn with_kind_image(mut self, image: impl Into<String>) -> Self {
         self.kind_image = Some(image.into());
+        self
+    }
+
+    /// Local: give the plane `count` fake nodes.
+    #[must_use]
+    pub fn with_nodes(mut self, count: u32) -> Self {
+        self.nodes = Some(count);
         self
     }
 
@@ -179,6 +190,10 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
                     plane.with_strict_readyz()
                 } else {
                     plane
+                };
+                let plane = match options.nodes {
+                    Some(count) => plane.with_nodes(count),
+                    None => plane,
                 };
                 plane.start().await
             }

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod controllers;
+pub mod nodes;
 pub(crate) mod processes;
 mod template;
 
@@ -44,6 +45,9 @@ pub struct ControlPlane {
     /// kube-controller-manager's controllers (`None`: it does not run), or why
     /// `KUBE_HARNESS_CONTROLLERS` names none.
     controllers: std::result::Result<Option<Vec<String>>, String>,
+    /// How many fake nodes (kube-scheduler and kwok run when there are any), or why
+    /// `KUBE_HARNESS_NODES` names no number.
+    nodes: std::result::Result<u32, String>,
 }
 
 impl Default for ControlPlane {
@@ -56,6 +60,7 @@ impl Default for ControlPlane {
             strict_readyz: false,
             etcd_template: true,
             controllers: controllers::from_env(),
+            nodes: nodes::from_env(),
         }
     }
 }
@@ -170,6 +175,29 @@ impl ControlPlane {
         self
     }
 
+    /// Give the plane `count` fake nodes (up to [`nodes::MAX_NODES`]; 0: none, the default
+    /// unless `KUBE_HARNESS_NODES` says otherwise): kube-scheduler binds Pods to them and
+    /// kwok (sigs.k8s.io/kwok) marks the bound Pods Running and Ready at once, completes Job
+    /// Pods and finishes deletions, so Deployments become Available, StatefulSets ready and
+    /// Jobs complete. [`Capability::RunsPods`](crate::Capability::RunsPods) then holds. No
+    /// container runs: no logs, exec, port-forward or network. Both are built with Go once
+    /// and cached, as kube-controller-manager is.
+    ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::ControlPlane::builder().with_nodes(2).start().await?;
+    /// assert!(cluster.has(kube_harness::Capability::RunsPods));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_nodes(mut self, count: u32) -> Self {
+        self.nodes = if count <= nodes::MAX_NODES {
+            Ok(count)
+        } else {
+            Err(format!("with_nodes({count}): at most {} nodes", nodes::MAX_NODES))
+        };
+        self
+    }
+
     /// Start etcd and kube-apiserver and wait until the API is ready.
     ///
     /// # Errors
@@ -193,7 +221,24 @@ impl ControlPlane {
         .await?;
         timings.assets = assets.1;
         let assets = assets.0;
-        let controllers = self.controllers.clone().map_err(Error::Provider)?;
+        let mut controllers = self.controllers.clone().map_err(Error::Provider)?;
+        let node_count = self.nodes.clone().map_err(Error::Provider)?;
+        if node_count > 0 {
+            // A new Node is tainted not-ready (TaintNodesByCondition) until this controller sees
+            // it Ready; it also evicts Pods from nodes whose kwok stops renewing their Leases.
+            match controllers.as_mut() {
+                Some(list) if !list.iter().any(|c| c == nodes::NODE_LIFECYCLE_CONTROLLER) => {
+                    list.push(nodes::NODE_LIFECYCLE_CONTROLLER.to_owned());
+                }
+                Some(_) => {}
+                None => {
+                    return Err(Error::Provider(format!(
+                        "{node_count} node(s) asked for without kube-controller-manager: its {} lifts the not-ready taint of a Node kwok reports Ready, so nothing could schedule (drop KUBE_HARNESS_CONTROLLERS=0 or without_controller_manager)",
+                        nodes::NODE_LIFECYCLE_CONTROLLER
+                    )));
+                }
+            }
+        }
         let controller_manager = match controllers {
             Some(list) => {
                 let resolver = self.resolver(version);
@@ -214,6 +259,12 @@ impl ControlPlane {
             None => None,
         };
         let with_controllers = controller_manager.as_ref().map(|(b, l)| (b.as_path(), l.as_slice()));
+        let node_binaries = if node_count > 0 {
+            let resolver = self.resolver(version);
+            Some(crate::process::blocking("kube-scheduler and kwok", move || resolver.node_binaries()).await?)
+        } else {
+            None
+        };
 
         let run_dir = RunDir::create("cluster")?;
         let pki_dir = run_dir.path().join("pki");
@@ -303,10 +354,25 @@ impl ControlPlane {
             )),
             None => None,
         };
+        let nodes = match &node_binaries {
+            Some(binaries) => {
+                let client = kubeconfig::client(admin_kubeconfig.clone()).await?;
+                let started = Instant::now();
+                nodes::create_nodes(&client, node_count).await?;
+                let running = nodes::spawn(binaries, run_dir.path(), &pki, &server, node_count)
+                    .instrument(tracing::info_span!("nodes"))
+                    .await?;
+                nodes::wait_ready(&client, &running.kwok, node_count, self.start_timeout).await?;
+                timings.nodes = started.elapsed();
+                Some(Box::new(running))
+            }
+            None => None,
+        };
         let run_path = run_dir.path().to_owned();
         let mut cluster = Cluster {
             origin: Origin::Local {
                 controller_manager,
+                nodes,
                 apiserver: apiserver.child,
                 etcd: etcd.child,
                 run_dir,
@@ -324,7 +390,7 @@ impl ControlPlane {
             pki: Some(Arc::new(pki)),
             assets,
             timings: StartupTimings::default(),
-            runs_pods: false,
+            runs_pods: node_count > 0,
         };
         cluster
             .wait_for_default_namespace(self.start_timeout)
