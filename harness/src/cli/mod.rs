@@ -37,6 +37,10 @@ struct Cli {
     /// k3s (need Docker, the CLI and a local image).
     #[arg(long, global = true, env = "KUBE_HARNESS_PROVIDER", default_value = "local")]
     provider: String,
+    /// Local plane: this many fake nodes (kube-scheduler binds Pods, kwok makes them Running;
+    /// no container runs). kind and k3s have real nodes.
+    #[arg(long, global = true, env = "KUBE_HARNESS_NODES", value_name = "N")]
+    nodes: Option<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,7 +147,7 @@ enum Command {
     },
     /// Print the directory holding kube-apiserver, etcd and kubectl, building them if needed;
     /// also build kube-controller-manager unless KUBE_HARNESS_CONTROLLERS=0 (its path goes to
-    /// stderr).
+    /// stderr), and with `--nodes N` kube-scheduler and kwok (`NAME=PATH` to stdout).
     Assets {
         /// Also build (or find) this Kubernetes component from the same module, such as
         /// kubelet, kubeadm, kube-scheduler or kube-proxy, and print `NAME=PATH` to stdout.
@@ -223,6 +227,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => anyhow::bail!("several versions ({}) are for `verify` only", cli.k8s_version),
     };
     let provider: Provider = cli.provider.parse()?;
+    if cli.nodes.is_some_and(|n| n > 0) && provider != Provider::Local {
+        anyhow::bail!("--nodes (KUBE_HARNESS_NODES) is for the local plane; {provider} clusters have real nodes");
+    }
+    let _ = NODES.set(cli.nodes);
     match cli.command {
         Command::Init {
             dir,
@@ -248,6 +256,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await
                     .with_context(|| format!("building {label}"))?;
                 println!("{label}={}", path.display());
+            }
+            if let Some(count) = NODES.get().copied().flatten()
+                && count > 0
+            {
+                let nodes = crate::process::blocking("kube-scheduler and kwok", move || {
+                    Resolver::new(version).node_binaries()
+                })
+                .await?;
+                println!("kube-scheduler={}", nodes.scheduler.display());
+                println!("kwok={}", nodes.kwok.display());
             }
             if crate::provider::local::controllers::from_env()
                 .map_err(anyhow::Error::msg)?
@@ -363,6 +381,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `--nodes`, as parsed (one command per process).
+static NODES: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+
 /// Every command's cluster: [`crate::provider::start`], waiting for every `/readyz` check
 /// (tools outside the process expect it).
 async fn start(provider: Provider, version: KubeVersion) -> anyhow::Result<Cluster> {
@@ -372,10 +393,20 @@ async fn start(provider: Provider, version: KubeVersion) -> anyhow::Result<Clust
         other => format!("starting a {other} cluster of Kubernetes {version}"),
     };
     let options = StartOptions::default().with_strict_readyz();
+    let options = match NODES.get().copied().flatten() {
+        Some(count) => options.with_nodes(count),
+        None => options,
+    };
     let cluster = crate::progress::step(&what, crate::provider::start(provider, version, options)).await?;
     let t = cluster.timings();
+    let nodes = match NODES.get().copied().flatten() {
+        Some(count) if count > 0 && provider == Provider::Local => {
+            format!(", {count} kwok node(s) {:.2}s", t.nodes.as_secs_f64())
+        }
+        _ => String::new(),
+    };
     eprintln!(
-        "kube-harness: ready in {:.2}s (binaries {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
+        "kube-harness: ready in {:.2}s (binaries {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s{nodes})",
         t.total.as_secs_f64(),
         t.assets.as_secs_f64(),
         t.etcd.as_secs_f64(),
