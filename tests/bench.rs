@@ -17,6 +17,7 @@ fn the_quick_benchmark_measures_everything() -> anyhow::Result<()> {
     for key in [
         "ready_vs_envtest",
         "ready_vs_bare",
+        "ready_with_nodes_vs_without",
         "available_s",
         "per_test_ms",
         "rss_mb",
@@ -43,6 +44,12 @@ fn the_quick_benchmark_measures_everything() -> anyhow::Result<()> {
             report["steps"][key]
         );
     }
+    let v = report["deployment_available_s"]["median"].as_f64();
+    assert!(
+        v.is_some_and(|v| v.is_finite() && v > 0.0),
+        "deployment_available_s = {:?}",
+        report["deployment_available_s"]
+    );
     let v = report["test_namespace_fresh_ms"]["median"].as_f64();
     assert!(
         v.is_some_and(|v| v.is_finite() && v > 0.0),

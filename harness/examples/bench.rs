@@ -92,6 +92,50 @@ async fn harness_ready(controller_manager: bool) -> anyhow::Result<f64> {
     Ok(ready)
 }
 
+/// The harness with 2 kwok nodes: `start()` (nodes Ready) until a first request is answered.
+async fn harness_ready_with_nodes() -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let cluster = ControlPlane::builder().with_nodes(2).start().await?;
+    let client = cluster.client().await?;
+    kube::Api::<Namespace>::all(client).list(&Default::default()).await?;
+    let ready = t.elapsed().as_secs_f64();
+    cluster.stop();
+    Ok(ready)
+}
+
+/// On a plane with nodes: seconds from creating a Deployment of 3 replicas to its
+/// `Available` condition with 3 ready replicas (kube-controller-manager, kube-scheduler and
+/// kwok in turn).
+async fn deployment_available(cluster: &Cluster, i: usize) -> anyhow::Result<f64> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let ns = cluster.test_namespace("deploy").await?;
+    let api: kube::Api<Deployment> = ns.api();
+    let name = format!("web-{i}");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1"}]}},
+        },
+    }))?;
+    let t = Instant::now();
+    api.create(&Default::default(), &deployment).await?;
+    let available = kube::runtime::wait::await_condition(api, &name, |d: Option<&Deployment>| {
+        d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
+            s.ready_replicas == Some(3)
+                && s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"))
+        })
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), available)
+        .await
+        .context("the Deployment was not Available within 30 s")??;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 /// Go envtest with its default settings, on the same binaries.
 fn envtest_ready(program: &Path, assets: &Path) -> anyhow::Result<f64> {
     let out = Command::new(program)
@@ -443,8 +487,8 @@ async fn main() -> anyhow::Result<()> {
     warm.stop();
 
     let (mut harness, mut envtest, mut bare_s, mut envtest_rs) = (vec![], vec![], vec![], vec![]);
-    let mut without_kcm = vec![];
-    let contenders = if args.envtest_rs.is_some() { 5 } else { 4 };
+    let (mut without_kcm, mut with_nodes) = (vec![], vec![]);
+    let contenders = if args.envtest_rs.is_some() { 6 } else { 5 };
     for round in 0..rounds {
         // Rotate the order so no contender always runs first (or right after another).
         for k in 0..contenders {
@@ -453,6 +497,7 @@ async fn main() -> anyhow::Result<()> {
                 1 => envtest.push(envtest_ready(&args.envtest, &assets)?),
                 2 => bare_s.push(bare.round(&args.bare)?),
                 3 => without_kcm.push(harness_ready(false).await?),
+                4 => with_nodes.push(harness_ready_with_nodes().await?),
                 _ => {
                     if let Some(program) = &args.envtest_rs {
                         envtest_rs.push(envtest_ready(program, &assets)?);
@@ -491,6 +536,13 @@ async fn main() -> anyhow::Result<()> {
         cluster.stop();
     }
     eprintln!("bench: test_namespace on a fresh plane: {fresh_namespace:?} ms");
+    let nodes_plane = ControlPlane::builder().with_nodes(2).start().await?;
+    let mut deployment_s = vec![];
+    for i in 0..rounds.max(3) {
+        deployment_s.push(deployment_available(&nodes_plane, i).await?);
+    }
+    nodes_plane.stop();
+    eprintln!("bench: with nodes: ready {with_nodes:?} s, a 3-replica Deployment Available after {deployment_s:?} s");
 
     let cluster = ControlPlane::builder().start().await?;
     let mut aggregation = serde_json::Map::new();
@@ -535,6 +587,8 @@ async fn main() -> anyhow::Result<()> {
         "rounds": rounds,
         "ready_vs_envtest": ratio(median(&h), median(&e)),
         "ready_vs_bare": ratio(median(&h), median(&b)),
+        "ready_with_nodes_vs_without": ratio(median(&stats(&with_nodes)), median(&h)),
+        "deployment_available_s": stats(&deployment_s),
         "ready_vs_envtest_crate": er.as_ref().map(|er| ratio(median(&h), median(er))),
         "available_s": round3(available),
         "suite_s": (!args.suite_s.is_empty()).then(|| median(&stats(&args.suite_s))),
@@ -543,7 +597,7 @@ async fn main() -> anyhow::Result<()> {
         "per_test_ms": median(&overhead),
         "verify_binaries_s": round3(verify),
         "rss_mb": rss,
-        "ready_s": {"kube_harness": h, "envtest": e, "bare": b, "envtest_crate": er, "kube_harness_without_controller_manager": stats(&without_kcm)},
+        "ready_s": {"kube_harness": h, "envtest": e, "bare": b, "envtest_crate": er, "kube_harness_without_controller_manager": stats(&without_kcm), "kube_harness_with_2_nodes": stats(&with_nodes)},
         "controller_manager": {"healthy_after_ready_s": stats(&kcm_healthy), "cpu_first_3s": stats(&kcm_cpu)},
         "aggregation": aggregation,
         "webhooks": {"answered_s": webhook_answered, "answered_and_create_s": webhook_create},
@@ -650,6 +704,20 @@ fn table(r: &Value) -> String {
             "| per-test overhead (namespace + clients + teardown) | ≤ 50 ms | {} | {:.2}× of target |",
             unit(&r["per_test_ms"], "ms"),
             r["per_test_ms"].as_f64().unwrap_or(f64::NAN) / 50.0
+        ),
+        format!(
+            "| cluster ready with 2 kwok nodes (Ready) vs without | ≤ 1.3× | {} | {} |",
+            unit(&r["ready_s"]["kube_harness_with_2_nodes"]["median"], "s"),
+            r["ready_with_nodes_vs_without"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{x:.2}× (target 1.3×)"))
+        ),
+        format!(
+            "| a 3-replica Deployment: create → Available (2 kwok nodes) | ≤ 2 s | {} | {} |",
+            unit(&r["deployment_available_s"]["median"], "s"),
+            r["deployment_available_s"]["median"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{:.2}× of target", x / 2.0))
         ),
         format!(
             "| `test_namespace` on a plane that just started | ≤ 50 ms | {} | {} |",
