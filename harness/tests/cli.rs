@@ -307,10 +307,17 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// `kube-harness up` ended by SIGTERM (graceful) or SIGKILL (no chance to clean up): its
 /// etcd and kube-apiserver go with it, and its run directory is removed.
 #[rstest::rstest]
-#[case::sigterm(nix::sys::signal::Signal::SIGTERM)]
-#[case::sigkill(nix::sys::signal::Signal::SIGKILL)]
-fn up_ended_by_a_signal_leaves_nothing_behind(#[case] signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
-    let mut child = Command::new(BIN).arg("up").stdout(Stdio::piped()).spawn()?;
+#[case::sigterm(nix::sys::signal::Signal::SIGTERM, 0)]
+#[case::sigkill(nix::sys::signal::Signal::SIGKILL, 0)]
+#[case::sigkill_with_nodes(nix::sys::signal::Signal::SIGKILL, 2)]
+fn up_ended_by_a_signal_leaves_nothing_behind(
+    #[case] signal: nix::sys::signal::Signal,
+    #[case] nodes: u32,
+) -> anyhow::Result<()> {
+    let mut child = Command::new(BIN)
+        .args(["--nodes", &nodes.to_string(), "up"])
+        .stdout(Stdio::piped())
+        .spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut run_dir = None;
     for line in BufReader::new(stdout).lines() {
@@ -326,11 +333,19 @@ fn up_ended_by_a_signal_leaves_nothing_behind(#[case] signal: nix::sys::signal::
     let components: Vec<u32> = children_of(child.id())
         .into_iter()
         .filter(|p| {
-            std::fs::read_link(format!("/proc/{p}/exe"))
-                .is_ok_and(|exe| exe.ends_with("etcd") || exe.ends_with("kube-apiserver"))
+            std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|exe| {
+                ["etcd", "kube-apiserver", "kube-scheduler", "cmd_kwok"]
+                    .iter()
+                    .any(|name| exe.ends_with(name))
+            })
         })
         .collect();
-    assert_eq!(components.len(), 2, "expected etcd and kube-apiserver under up");
+    let expected = if nodes > 0 { 4 } else { 2 };
+    assert_eq!(
+        components.len(),
+        expected,
+        "expected etcd and kube-apiserver (and kube-scheduler and kwok with nodes) under up"
+    );
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(child.id())?), signal)?;
     child.wait()?;
     let deadline = Instant::now() + Duration::from_secs(15);
