@@ -195,6 +195,7 @@ async fn verify_version(
     options: &CliVerifyOptions,
 ) -> anyhow::Result<Vec<crate::check::CheckResult>> {
     let cluster = start(options.provider, version).await?;
+    println!("cluster: {}", cluster.describe());
     let named = |name: &str| label.map_or_else(|| name.to_owned(), |v| format!("{name}@{v}"));
     let mut all = Vec::new();
     if let Some(budget) = options.budget {

@@ -297,6 +297,38 @@ impl Cluster {
         }
     }
 
+    /// Where tests ran, in one line: the provider, the Kubernetes version, and on the local
+    /// plane whether kube-controller-manager runs and how many (kwok) nodes it has —
+    /// `local plane, Kubernetes 1.37.2, kube-controller-manager, 2 kwok nodes`. `verify` prints
+    /// it; [`crate::shared`] prints it once to stderr, which a failing test's output shows.
+    pub fn describe(&self) -> String {
+        let version = self.info.version;
+        match &self.origin {
+            Origin::Local { .. } | Origin::Attached(_) => {
+                let nodes = match &self.origin {
+                    Origin::Local { nodes, .. } => nodes.as_ref().map_or(0, |n| n.count),
+                    Origin::Attached(h) => h.nodes.as_ref().map_or(0, |n| n.count),
+                    _ => 0,
+                };
+                format!(
+                    "local plane{}, Kubernetes {version}, {}, {}",
+                    if self.is_attached() { " (attached)" } else { "" },
+                    if self.has(Capability::Controllers) {
+                        "kube-controller-manager"
+                    } else {
+                        "no kube-controller-manager"
+                    },
+                    if nodes > 0 {
+                        format!("{nodes} kwok node(s): Pods run simulated")
+                    } else {
+                        "no nodes: Pods stay Pending (KUBE_HARNESS_NODES=n for kwok nodes)".to_owned()
+                    }
+                )
+            }
+            _ => format!("{} cluster, Kubernetes {version}", self.provider()),
+        }
+    }
+
     /// `Some(reason)` if this cluster lacks `capability` (print it and skip), `None` if it
     /// has it.
     pub fn lacks(&self, capability: Capability) -> Option<String> {

@@ -45,7 +45,20 @@ pub async fn shared() -> Result<&'static Cluster> {
                 .map_err(Arc::new)
         })
         .await;
-    started.as_ref().map_err(|e| Error::SharedStart(Arc::clone(e)))
+    let cluster = started.as_ref().map_err(|e| Error::SharedStart(Arc::clone(e)))?;
+    say_where(cluster);
+    Ok(cluster)
+}
+
+/// Once per test (libtest runs each on a thread of its own, and shows what it printed when it
+/// fails): which cluster it ran on.
+fn say_where(cluster: &Cluster) {
+    thread_local! {
+        static SAID: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !SAID.with(|s| s.replace(true)) {
+        eprintln!("kube-harness: on {}", cluster.describe());
+    }
 }
 
 /// A cluster of the calling test's own, started now and stopped when dropped: what a test
@@ -79,5 +92,7 @@ pub async fn private() -> Result<Cluster> {
         ));
     }
     let version = KubeVersion::from_env()?;
-    super::start(provider, version, StartOptions::default()).await
+    let cluster = super::start(provider, version, StartOptions::default()).await?;
+    eprintln!("kube-harness: on a private {}", cluster.describe());
+    Ok(cluster)
 }
