@@ -399,6 +399,15 @@ async fn start(provider: Provider, version: KubeVersion) -> anyhow::Result<Clust
     };
     let cluster = crate::progress::step(&what, crate::provider::start(provider, version, options)).await?;
     let t = cluster.timings();
+    if provider != Provider::Local {
+        // kind and k3s start as one step of their tool; an existing cluster is only reached.
+        eprintln!(
+            "kube-harness: ready in {:.2}s ({})",
+            t.total.as_secs_f64(),
+            cluster.describe()
+        );
+        return Ok(cluster);
+    }
     let nodes = match NODES.get().copied().flatten() {
         Some(count) if count > 0 && provider == Provider::Local => {
             format!(", {count} kwok node(s) {:.2}s", t.nodes.as_secs_f64())

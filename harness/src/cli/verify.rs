@@ -223,16 +223,25 @@ async fn verify_version(
         all.extend(results);
     }
     let t = cluster.timings();
-    println!(
-        "startup{}: {:.2}s (binaries {:.2}s, etcd template {:.2}s, certificates {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
-        label.map(|v| format!(" of {v}")).unwrap_or_default(),
-        t.total.as_secs_f64(),
-        t.assets.as_secs_f64(),
-        t.template.as_secs_f64(),
-        t.pki.as_secs_f64(),
-        t.etcd.as_secs_f64(),
-        t.apiserver.as_secs_f64()
-    );
+    if cluster.provider() != crate::provider::Provider::Local {
+        println!(
+            "startup{}: {:.2}s ({})",
+            label.map(|v| format!(" of {v}")).unwrap_or_default(),
+            t.total.as_secs_f64(),
+            cluster.describe()
+        );
+    } else {
+        println!(
+            "startup{}: {:.2}s (binaries {:.2}s, etcd template {:.2}s, certificates {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s)",
+            label.map(|v| format!(" of {v}")).unwrap_or_default(),
+            t.total.as_secs_f64(),
+            t.assets.as_secs_f64(),
+            t.template.as_secs_f64(),
+            t.pki.as_secs_f64(),
+            t.etcd.as_secs_f64(),
+            t.apiserver.as_secs_f64()
+        );
+    }
     if all.iter().any(|r| !r.passed) && options.keep_on_failure {
         println!("\nkube-harness: keeping the cluster for inspection (--keep-on-failure); Ctrl-C to stop");
         println!("  export KUBECONFIG={}", cluster.kubeconfig_path().display());
