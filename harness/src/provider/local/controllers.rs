@@ -6,15 +6,13 @@
 //! ([`crate::Cluster::wait_for_controllers`]).
 
 use std::ffi::OsString;
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::flags;
-use crate::cluster::kubeconfig;
-use crate::error::{Error, Result};
-use crate::pki::{CertSpec, ClusterPki, write_private};
-use crate::process::{Child, ChildSpec, free_port, probe_client};
+use super::{flags, identity, secure_serving};
+use crate::error::Result;
+use crate::pki::ClusterPki;
+use crate::process::{Child, ChildSpec, probe_client};
 use crate::wait::{Backoff, Probe, Readiness};
 
 /// kube-controller-manager's log, in the run directory.
@@ -110,42 +108,10 @@ pub(crate) async fn spawn(
     controllers: &[String],
 ) -> Result<ControllerManager> {
     let dir = run_dir.join("kube-controller-manager");
-    std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(Error::io("chmod 0700", &dir))?;
-    }
-    let client_cert = pki
-        .client_ca
-        .issue(&CertSpec::client(CONTROLLER_MANAGER_USER, Vec::<String>::new()))?;
-    let serving = pki
-        .serving_ca
-        .issue(&CertSpec::serving(["localhost"], [IpAddr::from([127, 0, 0, 1])]))?;
-    let kubeconfig_path = dir.join("kubeconfig");
-    let config = kubeconfig::kubeconfig(
-        server,
-        pki.serving_ca.cert_pem(),
-        CONTROLLER_MANAGER_USER,
-        Some(&client_cert),
-        None,
-    );
-    kubeconfig::write(&config, &kubeconfig_path)?;
-    let (tls_crt, tls_key) = (dir.join("serving.crt"), dir.join("serving.key"));
-    write_private(&tls_crt, serving.cert_pem.as_bytes())?;
-    write_private(&tls_key, serving.key_pem.as_bytes())?;
-    let port = free_port("kube-controller-manager")?;
+    let kubeconfig_path = identity(&dir, pki, server, CONTROLLER_MANAGER_USER, Vec::new())?;
+    let (mut pairs, port) = secure_serving(&dir, pki, &kubeconfig_path, "kube-controller-manager")?;
     let s = |p: &Path| p.to_string_lossy().into_owned();
-    let kc = s(&kubeconfig_path);
-    let pairs: Vec<(String, String)> = [
-        ("kubeconfig", kc.clone()),
-        ("authentication-kubeconfig", kc.clone()),
-        ("authorization-kubeconfig", kc),
-        ("bind-address", "127.0.0.1".to_owned()),
-        ("secure-port", port.to_string()),
-        ("tls-cert-file", s(&tls_crt)),
-        ("tls-private-key-file", s(&tls_key)),
-        ("leader-elect", "false".to_owned()),
+    pairs.extend([
         ("use-service-account-credentials", "true".to_owned()),
         (
             "service-account-private-key-file",
@@ -153,15 +119,8 @@ pub(crate) async fn spawn(
         ),
         ("root-ca-file", s(&pki.path(crate::pki::files::SERVING_CA))),
         ("controllers", controllers.join(",")),
-        // The defaults suit a cluster of thousands of objects; a test's few are handled at once.
-        ("kube-api-qps", "200".to_owned()),
-        ("kube-api-burst", "400".to_owned()),
-        ("profiling", "false".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let args: Vec<OsString> = flags(pairs);
+    ]);
+    let args: Vec<OsString> = flags(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
     let spec = ChildSpec {
         args,
         cwd: Some(run_dir.to_owned()),

@@ -16,7 +16,8 @@ pub(crate) mod processes;
 mod template;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ pub(crate) use processes::{APISERVER_LOG, ETCD_LOG};
 use crate::assets::{KubeVersion, Resolver};
 use crate::cluster::{Cluster, ClusterInfo, Origin, StartupTimings, kubeconfig};
 use crate::error::{Error, Result};
-use crate::pki::ClusterPki;
+use crate::pki::{CertSpec, ClusterPki, write_private};
 use crate::process::RunDir;
 
 /// Builder for a local control plane.
@@ -401,6 +402,57 @@ impl ControlPlane {
         cluster.timings = timings;
         Ok(cluster)
     }
+}
+
+/// A client certificate and kubeconfig for `user` in `groups`, in `dir` (0700).
+pub(super) fn identity(dir: &Path, pki: &ClusterPki, server: &str, user: &str, groups: Vec<String>) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("chmod 0700", dir))?;
+    }
+    let cert = pki.client_ca.issue(&CertSpec::client(user, groups))?;
+    let path = dir.join("kubeconfig");
+    let config = kubeconfig::kubeconfig(server, pki.serving_ca.cert_pem(), user, Some(&cert), None);
+    kubeconfig::write(&config, &path)?;
+    Ok(path)
+}
+
+/// The flags every control-plane component with its own identity and a secure port shares:
+/// its kubeconfig (also for delegated authentication and authorization), `127.0.0.1` and a
+/// free port with a serving certificate from the cluster's serving CA (written to `dir`),
+/// leader election and profiling off, a client rate for a test's pace. The port, for probing
+/// it.
+pub(super) fn secure_serving(
+    dir: &Path,
+    pki: &ClusterPki,
+    kubeconfig: &Path,
+    component: &'static str,
+) -> Result<(Vec<(&'static str, String)>, u16)> {
+    let serving = pki
+        .serving_ca
+        .issue(&CertSpec::serving(["localhost"], [IpAddr::from([127, 0, 0, 1])]))?;
+    let (tls_crt, tls_key) = (dir.join("serving.crt"), dir.join("serving.key"));
+    write_private(&tls_crt, serving.cert_pem.as_bytes())?;
+    write_private(&tls_key, serving.key_pem.as_bytes())?;
+    let port = crate::process::free_port(component)?;
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let kc = s(kubeconfig);
+    let pairs = vec![
+        ("kubeconfig", kc.clone()),
+        ("authentication-kubeconfig", kc.clone()),
+        ("authorization-kubeconfig", kc),
+        ("bind-address", "127.0.0.1".to_owned()),
+        ("secure-port", port.to_string()),
+        ("tls-cert-file", s(&tls_crt)),
+        ("tls-private-key-file", s(&tls_key)),
+        ("leader-elect", "false".to_owned()),
+        // The defaults suit a cluster of thousands of objects; a test's few are handled at once.
+        ("kube-api-qps", "200".to_owned()),
+        ("kube-api-burst", "400".to_owned()),
+        ("profiling", "false".to_owned()),
+    ];
+    Ok((pairs, port))
 }
 
 /// Collect `--name=value` pairs, later ones overriding earlier ones.

@@ -5,8 +5,7 @@
 //! certificate, serve only on loopback and are supervised like kube-controller-manager.
 
 use std::ffi::OsString;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -14,11 +13,10 @@ use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::flags;
+use super::{flags, identity, secure_serving};
 use crate::assets::NodeBinaries;
-use crate::cluster::kubeconfig;
 use crate::error::{Error, Result};
-use crate::pki::{CertSpec, ClusterPki, write_private};
+use crate::pki::ClusterPki;
 use crate::process::{Child, ChildSpec, free_port, probe_client};
 use crate::wait::{Backoff, Probe, Readiness};
 
@@ -65,20 +63,6 @@ pub(crate) struct Nodes {
     pub(crate) scheduler: Child,
     pub(crate) kwok: Child,
     pub(crate) count: u32,
-}
-
-/// A client certificate and kubeconfig for `user` in `groups`, in `dir` (0700).
-fn identity(dir: &Path, pki: &ClusterPki, server: &str, user: &str, groups: Vec<String>) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("chmod 0700", dir))?;
-    }
-    let cert = pki.client_ca.issue(&CertSpec::client(user, groups))?;
-    let path = dir.join("kubeconfig");
-    let config = kubeconfig::kubeconfig(server, pki.serving_ca.cert_pem(), user, Some(&cert), None);
-    kubeconfig::write(&config, &path)?;
-    Ok(path)
 }
 
 /// The fake Node objects: what kubelets of a small real node would report (4 CPUs, 16 GiB,
@@ -177,31 +161,9 @@ pub(crate) async fn spawn(
 ) -> Result<Nodes> {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let dir = run_dir.join("kube-scheduler");
-    let kc = s(&identity(&dir, pki, server, SCHEDULER_USER, Vec::new())?);
-    let serving = pki
-        .serving_ca
-        .issue(&CertSpec::serving(["localhost"], [IpAddr::from([127, 0, 0, 1])]))?;
-    let (tls_crt, tls_key) = (dir.join("serving.crt"), dir.join("serving.key"));
-    write_private(&tls_crt, serving.cert_pem.as_bytes())?;
-    write_private(&tls_key, serving.key_pem.as_bytes())?;
-    let port = free_port("kube-scheduler")?;
-    let args: Vec<OsString> = flags(
-        [
-            ("kubeconfig", kc.clone()),
-            ("authentication-kubeconfig", kc.clone()),
-            ("authorization-kubeconfig", kc),
-            ("bind-address", "127.0.0.1".to_owned()),
-            ("secure-port", port.to_string()),
-            ("tls-cert-file", s(&tls_crt)),
-            ("tls-private-key-file", s(&tls_key)),
-            ("leader-elect", "false".to_owned()),
-            ("kube-api-qps", "200".to_owned()),
-            ("kube-api-burst", "400".to_owned()),
-            ("profiling", "false".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
+    let kubeconfig = identity(&dir, pki, server, SCHEDULER_USER, Vec::new())?;
+    let (pairs, _port) = secure_serving(&dir, pki, &kubeconfig, "kube-scheduler")?;
+    let args: Vec<OsString> = flags(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
     let spec = ChildSpec {
         args,
         cwd: Some(run_dir.to_owned()),
