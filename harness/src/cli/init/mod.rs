@@ -170,12 +170,22 @@ pub(super) fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn plan(package: Package, resources: Vec<Resource>, manifests: Manifests, bin: Option<&str>) -> anyhow::Result<Plan> {
+    // Samples meant to be refused (controller-rs ships `instance-illegal.yaml`) come last.
+    let looks_bad = |d: &crate::target::load::Document| {
+        let file = d.source.file.to_string_lossy().to_lowercase();
+        ["illegal", "invalid", "bad", "broken", "fail", "wrong"]
+            .iter()
+            .any(|w| d.name.to_lowercase().contains(w) || file.contains(w))
+    };
     let sample_of = |r: &Resource| {
-        manifests
+        let api_version = format!("{}/{}", r.group, r.version);
+        let mut samples: Vec<_> = manifests
             .docs
             .iter()
-            .find(|d| d.kind == r.kind && d.api_version == format!("{}/{}", r.group, r.version))
-            .map(|d| d.value.clone())
+            .filter(|d| d.kind == r.kind && d.api_version == api_version)
+            .collect();
+        samples.sort_by_key(|d| looks_bad(d));
+        samples.first().map(|d| d.value.clone())
     };
     let resource = resources
         .iter()

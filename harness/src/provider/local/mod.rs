@@ -176,7 +176,7 @@ impl ControlPlane {
         self
     }
 
-    /// Give the plane `count` fake nodes (up to [`nodes::MAX_NODES`]; 0: none, the default
+    /// Give the plane `count` fake nodes (up to 100; 0: none, the default
     /// unless `KUBE_HARNESS_NODES` says otherwise): kube-scheduler binds Pods to them and
     /// kwok (sigs.k8s.io/kwok) marks the bound Pods Running and Ready at once, completes Job
     /// Pods and finishes deletions, so Deployments become Available, StatefulSets ready and
