@@ -228,3 +228,88 @@ async fn extension_apiserver_authentication_publishes_the_requestheader_trust(
     insta::assert_yaml_snapshot!("extension_apiserver_authentication_headers", shown);
     Ok(())
 }
+
+/// The command line of each of the plane's processes.
+fn cmdlines(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .pids()
+        .into_iter()
+        .map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ")
+        })
+        .collect()
+}
+
+/// Feature gates reach every component, and extra flags kube-apiserver: it reports the gates
+/// off in its metrics (one given as a gate, one inside a `feature-gates` flag), and
+/// kube-controller-manager runs with the same `--feature-gates`.
+#[tokio::test]
+async fn feature_gates_reach_every_component_and_flags_reach_kube_apiserver() -> anyhow::Result<()> {
+    let cluster = kube_harness::ControlPlane::builder()
+        .with_feature_gate("WatchListCompression", false)
+        .with_apiserver_arg("feature-gates", "APIResponseCompression=false")
+        .with_apiserver_arg("--audit-log-maxage", "3")
+        .start()
+        .await?;
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let metrics = cluster.client().await?.request_text(request).await?;
+    for gate in ["WatchListCompression", "APIResponseCompression"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("kubernetes_feature_enabled{{name=\"{gate}\"")))
+            .ok_or_else(|| anyhow::anyhow!("kube-apiserver's /metrics has no kubernetes_feature_enabled for {gate}"))?;
+        assert!(line.ends_with(" 0"), "{gate} is not off: {line}");
+    }
+    let lines = cmdlines(&cluster);
+    let gates = "--feature-gates=WatchListCompression=false,APIResponseCompression=false";
+    for (component, flag) in [
+        ("kube-apiserver", gates),
+        ("kube-apiserver", "--audit-log-maxage=3"),
+        ("kube-controller-manager", gates),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(component) && l.contains(flag)),
+            "{component} was not started with {flag}: {lines:#?}"
+        );
+    }
+    Ok(())
+}
+
+/// A gate the version does not know, or a malformed one, is refused before anything starts:
+/// the error names it, a near spelling and the version.
+#[tokio::test]
+async fn an_unknown_or_malformed_feature_gate_is_refused_before_anything_starts() -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let err = kube_harness::ControlPlane::builder()
+        .with_feature_gate("WatchListCompresion", false)
+        .start()
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .ok_or_else(|| anyhow::anyhow!("a plane with an unknown gate started"))?;
+    assert!(
+        err.contains("feature gate \"WatchListCompresion\" is not known to Kubernetes 1.")
+            && err.contains("did you mean WatchListCompression?")
+            && err.contains("APIResponseCompression"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    let err = kube_harness::ControlPlane::builder()
+        .with_apiserver_arg("feature-gates", "WatchListCompression")
+        .start()
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("\"WatchListCompression\": expected a feature gate as NAME=true or NAME=false"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -99,6 +99,32 @@ pub enum Error {
     #[error("invalid Kubernetes version {0:?}: expected MAJOR.MINOR.PATCH such as 1.37.2")]
     InvalidVersion(String),
 
+    /// A kube-apiserver flag or feature gate that cannot be parsed (`--apiserver-arg`,
+    /// `--feature-gates`, their variables, or the builders).
+    #[error("{value:?}: {problem}")]
+    BadFlag {
+        /// What was given.
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A feature gate the Kubernetes version does not know (checked before anything starts).
+    #[error(
+        "feature gate {gate:?} is not known to Kubernetes {version}{}; its kube-apiserver --help lists: {known}",
+        if near.is_empty() { String::new() } else { format!(" (did you mean {near}?)") }
+    )]
+    UnknownFeatureGate {
+        /// The gate asked for.
+        gate: String,
+        /// The version.
+        version: String,
+        /// Known gates whose names are close to it.
+        near: String,
+        /// Every gate the version knows.
+        known: String,
+    },
+
     /// An environment variable holds a value the harness cannot use.
     #[error("{var}: {source}")]
     Env {

@@ -26,6 +26,61 @@ fn exec_exits_with_the_commands_status() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--feature-gates` and `--apiserver-arg` reach the cluster `exec` starts (kube-apiserver's
+/// metrics report the gate off); an unknown gate and a malformed flag are refused before any
+/// cluster starts, each named.
+#[test]
+fn exec_passes_feature_gates_and_refuses_unknown_or_malformed_ones() -> anyhow::Result<()> {
+    let out = Command::new(BIN)
+        .args([
+            "--feature-gates",
+            "WatchListCompression=false",
+            "--apiserver-arg",
+            "audit-log-maxage=3",
+            "exec",
+            "--",
+            "kubectl",
+            "get",
+            "--raw",
+            "/metrics",
+        ])
+        .output()?;
+    assert!(out.status.success(), "{:?}", String::from_utf8_lossy(&out.stderr));
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kubernetes_feature_enabled{name=\"WatchListCompression\"") && l.ends_with(" 0")),
+        "WatchListCompression is not off in kube-apiserver's metrics"
+    );
+    for (args, words) in [
+        (
+            ["--feature-gates", "NoSuchGate=false"],
+            "feature gate \"NoSuchGate\" is not known to Kubernetes",
+        ),
+        (
+            ["--apiserver-arg", "audit-log-maxage"],
+            "--apiserver-arg: \"audit-log-maxage\": expected NAME=VALUE",
+        ),
+        (
+            ["--feature-gates", "A=maybe"],
+            "--feature-gates: \"A=maybe\": expected a feature gate",
+        ),
+    ] {
+        let started = Instant::now();
+        let out = Command::new(BIN).args(args).args(["exec", "--", "true"]).output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(words), "{args:?}: {stderr}");
+        assert!(!stderr.contains("ready in"), "{args:?}: a cluster started: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{args:?}: refused after {:?}",
+            started.elapsed()
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn assets_prints_the_binaries_directory() -> anyhow::Result<()> {
     let out = Command::new(BIN).arg("assets").output()?;

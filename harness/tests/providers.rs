@@ -118,7 +118,14 @@ async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Pro
         println!("skipped: {reason}");
         return Ok(());
     }
-    let cluster = start(provider, version, StartOptions::default()).await?;
+    // kind: a feature gate and an extra flag, which kind gets through its config.
+    let options = match provider {
+        Provider::Kind => StartOptions::default()
+            .with_feature_gate("WatchListCompression", false)
+            .with_apiserver_arg("audit-log-maxage", "3"),
+        _ => StartOptions::default(),
+    };
+    let cluster = start(provider, version, options).await?;
     let node_containers = |name: &str| -> anyhow::Result<Vec<String>> {
         let out = std::process::Command::new("docker")
             .args([
@@ -146,6 +153,28 @@ async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Pro
     });
     if let Some(name) = &kind_name {
         assert_eq!(node_containers(name)?.len(), 1, "one node container for {name}");
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        let metrics = cluster.client().await?.request_text(request).await?;
+        assert!(
+            metrics.lines().any(
+                |l| l.starts_with("kubernetes_feature_enabled{name=\"WatchListCompression\"") && l.ends_with(" 0")
+            ),
+            "WatchListCompression is not off in kind's kube-apiserver"
+        );
+        let manifest = std::process::Command::new("docker")
+            .args([
+                "exec",
+                &format!("{name}-control-plane"),
+                "cat",
+                "/etc/kubernetes/manifests/kube-apiserver.yaml",
+            ])
+            .output()?;
+        let manifest = String::from_utf8_lossy(&manifest.stdout);
+        assert!(manifest.contains("--audit-log-maxage=3"), "{manifest}");
+        assert!(
+            manifest.contains("--feature-gates=WatchListCompression=false"),
+            "{manifest}"
+        );
     }
     let namespaces = Api::<Namespace>::all(cluster.client().await?)
         .list(&Default::default())

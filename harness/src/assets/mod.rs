@@ -296,28 +296,10 @@ impl Resolver {
             }
             eprintln!("kube-harness: warning: {e}");
         }
-        for var in ["KUBE_HARNESS_ASSETS", "KUBEBUILDER_ASSETS"] {
-            if let Some(dir) = self.env.var(var) {
-                let dir = PathBuf::from(dir);
-                for binary in BINARIES {
-                    if !is_executable(&dir.join(binary)) {
-                        return Err(Error::AssetsDirIncomplete { var, dir, binary });
-                    }
-                }
-                tracing::debug!(var, ?dir, "using binaries from environment");
-                return Ok(Assets {
-                    dir,
-                    source: AssetSource::EnvDir(var),
-                });
-            }
+        if let Some(found) = self.present()? {
+            return Ok(found);
         }
         let entry = self.cache_entry();
-        if manifest::verify_cached(&entry, &self.version).is_ok() {
-            return Ok(Assets {
-                dir: entry,
-                source: AssetSource::Cache,
-            });
-        }
         let index = self
             .env
             .var("KUBE_HARNESS_ENVTEST_INDEX")
@@ -346,6 +328,36 @@ impl Resolver {
             dir: entry,
             source: AssetSource::Built,
         })
+    }
+
+    /// The binaries when they are here already (an environment directory, or the cache), without
+    /// downloading or building anything.
+    ///
+    /// # Errors
+    /// [`Error::AssetsDirIncomplete`] when an env var points to an incomplete directory.
+    pub(crate) fn present(&self) -> Result<Option<Assets>> {
+        for var in ["KUBE_HARNESS_ASSETS", "KUBEBUILDER_ASSETS"] {
+            if let Some(dir) = self.env.var(var) {
+                let dir = PathBuf::from(dir);
+                for binary in BINARIES {
+                    if !is_executable(&dir.join(binary)) {
+                        return Err(Error::AssetsDirIncomplete { var, dir, binary });
+                    }
+                }
+                tracing::debug!(var, ?dir, "using binaries from environment");
+                return Ok(Some(Assets {
+                    dir,
+                    source: AssetSource::EnvDir(var),
+                }));
+            }
+        }
+        let entry = self.cache_entry();
+        Ok(manifest::verify_cached(&entry, &self.version)
+            .is_ok()
+            .then_some(Assets {
+                dir: entry,
+                source: AssetSource::Cache,
+            }))
     }
 
     /// [`Resolver::resolve`] on tokio's blocking pool.

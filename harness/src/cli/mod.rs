@@ -41,6 +41,14 @@ struct Cli {
     /// no container runs). kind and k3s have real nodes.
     #[arg(long, global = true, env = "KUBE_HARNESS_NODES", value_name = "N")]
     nodes: Option<u32>,
+    /// Local and kind: a kube-apiserver flag, NAME=VALUE (repeatable; also
+    /// KUBE_HARNESS_APISERVER_ARGS, whitespace-separated items).
+    #[arg(long = "apiserver-arg", global = true, value_name = "NAME=VALUE")]
+    apiserver_args: Vec<String>,
+    /// Local and kind: feature gates for every component, A=false,B=true (repeatable; also
+    /// KUBE_HARNESS_FEATURE_GATES). One the version does not know is refused before start.
+    #[arg(long = "feature-gates", global = true, value_name = "A=false,B=true")]
+    feature_gates: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -231,6 +239,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--nodes (KUBE_HARNESS_NODES) is for the local plane; {provider} clusters have real nodes");
     }
     let _ = NODES.set(cli.nodes);
+    let mut flags = StartOptions::default();
+    for item in &cli.apiserver_args {
+        let (name, value) = crate::provider::flags::parse_arg(item).context("--apiserver-arg")?;
+        flags = flags.with_apiserver_arg(name, value);
+    }
+    for list in &cli.feature_gates {
+        for (gate, on) in crate::provider::flags::parse_gates(list).context("--feature-gates")? {
+            flags = flags.with_feature_gate(gate, on);
+        }
+    }
+    let _ = FLAGS.set(flags);
     match cli.command {
         Command::Init {
             dir,
@@ -383,6 +402,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `--nodes`, as parsed (one command per process).
 static NODES: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+/// `--apiserver-arg` and `--feature-gates`, as parsed, in otherwise default options.
+static FLAGS: std::sync::OnceLock<StartOptions> = std::sync::OnceLock::new();
 
 /// Every command's cluster: [`crate::provider::start`], waiting for every `/readyz` check
 /// (tools outside the process expect it).
@@ -392,7 +413,7 @@ async fn start(provider: Provider, version: KubeVersion) -> anyhow::Result<Clust
         Provider::Existing => "connecting to the existing cluster (KUBECONFIG)".to_owned(),
         other => format!("starting a {other} cluster of Kubernetes {version}"),
     };
-    let options = StartOptions::default().with_strict_readyz();
+    let options = FLAGS.get().cloned().unwrap_or_default().with_strict_readyz();
     let options = match NODES.get().copied().flatten() {
         Some(count) => options.with_nodes(count),
         None => options,

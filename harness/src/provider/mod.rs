@@ -13,6 +13,7 @@
 
 mod docker;
 pub(crate) mod existing;
+pub(crate) mod flags;
 pub(crate) mod k3s;
 pub(crate) mod kind;
 pub(crate) mod local;
@@ -20,6 +21,7 @@ mod shared;
 
 use std::path::{Path, PathBuf};
 
+pub use flags::{APISERVER_ARGS_VAR, FEATURE_GATES_VAR};
 pub use local::controllers::DEFAULT_CONTROLLERS;
 pub use shared::{private, shared};
 
@@ -123,6 +125,12 @@ pub struct StartOptions {
     /// [`ControlPlane::with_nodes`](crate::ControlPlane::with_nodes)); default
     /// `KUBE_HARNESS_NODES`. kind and k3s have real nodes.
     pub nodes: Option<u32>,
+    /// Local and kind: kube-apiserver flags (`name` without its `--`), after those of
+    /// `KUBE_HARNESS_APISERVER_ARGS`.
+    pub apiserver_args: Vec<(String, String)>,
+    /// Local and kind: feature gates for every component, after those of
+    /// `KUBE_HARNESS_FEATURE_GATES`. One the version does not know is refused before start.
+    pub feature_gates: Vec<(String, bool)>,
 }
 
 impl StartOptions {
@@ -155,6 +163,32 @@ impl StartOptions {
     pub fn with_nodes(mut self, count: u32) -> Self {
         self.nodes = Some(count);
         self
+    }
+
+    /// Local and kind: add a kube-apiserver flag (`name` without its `--`; `feature-gates` is
+    /// read as gates).
+    #[must_use]
+    pub fn with_apiserver_arg(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.apiserver_args.push((name.into(), value.into()));
+        self
+    }
+
+    /// Local and kind: switch a feature gate on or off for every component.
+    #[must_use]
+    pub fn with_feature_gate(mut self, name: impl Into<String>, enabled: bool) -> Self {
+        self.feature_gates.push((name.into(), enabled));
+        self
+    }
+
+    /// The flags and gates for providers that read them here (kind): the environment's, then
+    /// these.
+    fn apiserver_flags(&self) -> Result<flags::ApiServerFlags> {
+        let mut flags = flags::ApiServerFlags::from_env()?;
+        for (name, value) in &self.apiserver_args {
+            flags.push_arg(name.clone(), value.clone())?;
+        }
+        flags.gates.extend(self.feature_gates.iter().cloned());
+        Ok(flags)
     }
 
     /// Reach the existing cluster of this kubeconfig.
@@ -195,9 +229,22 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
                     Some(count) => plane.with_nodes(count),
                     None => plane,
                 };
+                let plane = options
+                    .apiserver_args
+                    .iter()
+                    .fold(plane, |p, (name, value)| p.with_apiserver_arg(name, value));
+                let plane = options
+                    .feature_gates
+                    .iter()
+                    .fold(plane, |p, (name, on)| p.with_feature_gate(name, *on));
                 plane.start().await
             }
         },
+        Provider::Existing | Provider::K3s if !options.apiserver_flags()?.is_empty() => Err(Error::Unsupported {
+            what: "setting kube-apiserver flags or feature gates",
+            provider: provider.to_string(),
+            hint: "they are set where a cluster is started: use the local plane or kind",
+        }),
         Provider::Existing => {
             let started = std::time::Instant::now();
             let mut cluster = existing::connect(options.kubeconfig.as_deref()).await?;
@@ -206,8 +253,10 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
         }
         Provider::Kind => {
             let image = options.kind_image.clone();
+            let flags = options.apiserver_flags()?;
+            check_gates_if_present(&flags, version).await?;
             let create = move |dir: &Path, kubeconfig: &Path| {
-                kind::KindCluster::create(&version, image.as_deref(), dir, kubeconfig)
+                kind::KindCluster::create(&version, image.as_deref(), &flags, dir, kubeconfig)
             };
             let started = std::time::Instant::now();
             let mut cluster =
@@ -231,6 +280,30 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
             Ok(cluster)
         }
     }
+}
+
+/// The gates checked against the version's kube-apiserver when one is here (cached or in an
+/// assets directory); kind's own kube-apiserver refuses an unknown gate too, later.
+async fn check_gates_if_present(flags: &flags::ApiServerFlags, version: KubeVersion) -> Result<()> {
+    if flags.gates.is_empty() {
+        return Ok(());
+    }
+    let gates = flags.clone();
+    crate::process::blocking("feature gate check", move || {
+        match crate::assets::Resolver::new(version).present()? {
+            Some(assets) => {
+                let known = flags::known_gates(&assets.kube_apiserver())?;
+                flags::check_gates(&gates, &known, &version.to_string())
+            }
+            None => {
+                eprintln!(
+                    "kube-harness: feature gates not checked before the start: no kube-apiserver {version} in the cache (`kube-harness assets` makes one); kind's kube-apiserver refuses an unknown one"
+                );
+                Ok(())
+            }
+        }
+    })
+    .await
 }
 
 /// A cluster another tool creates (kind, k3s): a run directory, `create` on a blocking thread

@@ -25,6 +25,15 @@ use std::time::Instant;
 use super::docker::run;
 use crate::assets::{KubeVersion, Resolver};
 use crate::error::{Error, Result};
+use crate::provider::flags::ApiServerFlags;
+
+mod config;
+mod shim;
+
+pub(crate) use config::{cgroup_v1, config, create_command};
+use shim::prepare_shim;
+#[cfg(test)]
+use shim::{docker_shim, missing_capabilities};
 
 /// The common name of the cluster CA kubeadm makes.
 const KUBEADM_CA_CN: &str = "kubernetes";
@@ -46,153 +55,6 @@ fn reuse() -> bool {
     matches!(
         std::env::var("KUBE_HARNESS_KIND_REUSE").as_deref(),
         Ok("1" | "true" | "yes")
-    )
-}
-
-/// Whether this host mounts cgroup v1 only (kubelet ≥ 1.35 refuses it unless told).
-fn cgroup_v1() -> bool {
-    !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
-/// The kind cluster config: one control-plane node of `image`, its API server on 127.0.0.1
-/// with a port Docker picks; kubeadm's CoreDNS addon skipped (an absent image would be pulled,
-/// and the aggregation layer needs no cluster DNS); on a cgroup v1 host, kubelet told to run
-/// anyway.
-pub(crate) fn config(image: &str, cgroup_v1: bool) -> String {
-    let mut patches = String::from("  - |\n    kind: InitConfiguration\n    skipPhases: [preflight, addon/coredns]\n");
-    if cgroup_v1 {
-        patches.push_str("  - |\n    kind: KubeletConfiguration\n    failCgroupV1: false\n");
-    }
-    format!(
-        "kind: Cluster\n\
-         apiVersion: kind.x-k8s.io/v1alpha4\n\
-         networking:\n  apiServerAddress: \"127.0.0.1\"\n  apiServerPort: 0\n\
-         kubeadmConfigPatches:\n{patches}\
-         nodes:\n  - role: control-plane\n    image: {image}\n"
-    )
-}
-
-/// `kind create cluster` for `name` with the config file and kubeconfig path given.
-pub(crate) fn create_command(name: &str, config: &Path, kubeconfig: &Path) -> Vec<String> {
-    vec![
-        "create".into(),
-        "cluster".into(),
-        "--name".into(),
-        name.into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--kubeconfig".into(),
-        kubeconfig.display().to_string(),
-        "--wait".into(),
-        "120s".into(),
-    ]
-}
-
-/// The capability names by bit, as `capabilities(7)` numbers them.
-const CAPABILITIES: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
-
-/// The capabilities the kernel knows (`cap_last_cap`) that are missing from `status`'s
-/// `CapBnd` (the text of `/proc/self/status`).
-pub(crate) fn missing_capabilities(status: &str, cap_last_cap: u32) -> Vec<&'static str> {
-    let Some(bounding) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-    else {
-        return Vec::new();
-    };
-    (0..=cap_last_cap.min(63))
-        .filter(|bit| bounding & (1u64 << bit) == 0)
-        .filter_map(|bit| CAPABILITIES.get(bit as usize).copied())
-        .collect()
-}
-
-fn host_missing_capabilities() -> Vec<&'static str> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    missing_capabilities(&status, last)
-}
-
-/// The `docker` that stands in front of `real` for the kind subprocess on a host missing the
-/// capabilities `missing`: on `run` and `create`, `--privileged` becomes every capability but
-/// those, no seccomp or AppArmor confinement, unmasked system paths and every device; on
-/// `exec` it is dropped (an exec has the container's capabilities).
-pub(crate) fn docker_shim(real: &Path, missing: &[&str], fuse: bool) -> String {
-    let mut privileged = String::from("--cap-add=ALL");
-    for cap in missing {
-        privileged.push_str(&format!(" --cap-drop={cap}"));
-    }
-    privileged.push_str(
-        " --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-         --security-opt systempaths=unconfined --device-cgroup-rule='a *:* rwm'",
-    );
-    if fuse {
-        privileged.push_str(" --device /dev/fuse");
-    }
-    format!(
-        "#!/bin/sh\n\
-         # kube-harness: kind runs nodes --privileged, which this host refuses (its bounding set\n\
-         # lacks {missing}); the same without those capabilities.\n\
-         real='{real}'\n\
-         case \"$1\" in run|create|exec) ;; *) exec \"$real\" \"$@\" ;; esac\n\
-         sub=$1; first=1\n\
-         for arg in \"$@\"; do\n\
-         \x20 if [ $first = 1 ]; then set --; first=0; fi\n\
-         \x20 if [ \"$arg\" = --privileged ]; then\n\
-         \x20   [ \"$sub\" = exec ] && continue\n\
-         \x20   set -- \"$@\" {privileged}\n\
-         \x20   continue\n\
-         \x20 fi\n\
-         \x20 set -- \"$@\" \"$arg\"\n\
-         done\n\
-         exec \"$real\" \"$@\"\n",
-        missing = missing.join(", "),
-        real = real.display(),
     )
 }
 
@@ -254,6 +116,7 @@ impl KindCluster {
     pub(crate) fn create(
         version: &KubeVersion,
         image: Option<&str>,
+        flags: &ApiServerFlags,
         run_dir: &Path,
         kubeconfig: &Path,
     ) -> Result<Self> {
@@ -269,7 +132,7 @@ impl KindCluster {
         let shim = prepare_shim(run_dir)?;
         let keep = reuse();
         let name = if keep {
-            reused_name(version, &image)
+            reused_name(version, &image, flags)
         } else {
             format!("kube-harness-{}-{}", std::process::id(), run_dir_suffix(run_dir))
         };
@@ -299,7 +162,8 @@ impl KindCluster {
             cluster.cli.spawn_reaper();
         }
         let config_path: PathBuf = run_dir.join("kind.yaml");
-        std::fs::write(&config_path, config(&image, cgroup_v1())).map_err(Error::io("write", &config_path))?;
+        std::fs::write(&config_path, config(&image, cgroup_v1(), version, flags))
+            .map_err(Error::io("write", &config_path))?;
         eprintln!("kube-harness: creating kind cluster {} ({image}) …", cluster.cli.name);
         let started = Instant::now();
         // From here on a failure drops `cluster`, which deletes whatever kind created (also
@@ -512,31 +376,16 @@ pub(crate) fn owner_pid(name: &str) -> Option<u32> {
     name.strip_prefix("kube-harness-")?.split('-').next()?.parse().ok()
 }
 
-/// The kept cluster's name: per version and image, so another image gets another cluster.
-fn reused_name(version: &KubeVersion, image: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, image.as_bytes());
+/// The kept cluster's name: per version, image, flags and gates, so that another image or
+/// other flags get another cluster.
+fn reused_name(version: &KubeVersion, image: &str, flags: &ApiServerFlags) -> String {
+    let mut key = image.to_owned();
+    if !flags.is_empty() {
+        key.push_str(&format!("\n{:?}\n{:?}", flags.args, flags.gates()));
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
     let short: String = digest.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect();
     format!("kh-reuse-{}-{short}", version.to_string().replace('.', "-"))
-}
-
-/// Write the `docker` shim into `<run_dir>/kind-docker/` when this host needs it.
-fn prepare_shim(run_dir: &Path) -> Result<Option<PathBuf>> {
-    let missing = host_missing_capabilities();
-    if missing.is_empty() {
-        return Ok(None);
-    }
-    let real = on_path("docker").ok_or_else(|| Error::Provider("no `docker` on PATH".into()))?;
-    let dir = run_dir.join("kind-docker");
-    std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
-    let path = dir.join("docker");
-    let script = docker_shim(&real, &missing, Path::new("/dev/fuse").exists());
-    std::fs::write(&path, script).map_err(Error::io("write", &path))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("chmod", &path))?;
-    }
-    tracing::info!(missing = ?missing, "kind nodes run without --privileged on this host");
-    Ok(Some(dir))
 }
 
 fn run_dir_suffix(run_dir: &Path) -> String {

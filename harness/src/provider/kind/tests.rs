@@ -4,7 +4,9 @@ use super::*;
 
 #[test]
 fn the_config_pins_the_image_binds_loopback_and_skips_coredns() {
-    let c = config("kindest/node:v1.36.3", false);
+    let none = ApiServerFlags::default();
+    let v136 = KubeVersion::parse("1.36.3").unwrap_or_default();
+    let c = config("kindest/node:v1.36.3", false, &v136, &none);
     assert!(c.contains("image: kindest/node:v1.36.3"), "{c}");
     assert!(c.contains("apiServerAddress: \"127.0.0.1\""), "{c}");
     assert!(c.contains("skipPhases: [preflight, addon/coredns]"), "{c}");
@@ -13,11 +15,57 @@ fn the_config_pins_the_image_binds_loopback_and_skips_coredns() {
         c.starts_with("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\n"),
         "{c}"
     );
-    let v1 = config("img", true);
+    assert!(!c.contains("featureGates") && !c.contains("JSON6902"), "{c}");
+    let v1 = config("img", true, &v136, &none);
     assert!(
         v1.contains("    kind: KubeletConfiguration\n    failCgroupV1: false\n"),
         "{v1}"
     );
+}
+
+#[test]
+fn flags_and_gates_reach_kind_as_its_fields_and_a_kubeadm_patch_of_the_versions_api() {
+    let flags = ApiServerFlags {
+        args: vec![
+            ("audit-log-maxage".into(), "1".into()),
+            ("runtime-config".into(), "api/alpha=true,x/v1".into()),
+        ],
+        gates: vec![("WatchListCompression".into(), false), ("A".into(), true)],
+    };
+    // kubeadm v1beta4 (Kubernetes ≥ 1.36): extraArgs is a list, added to by JSON 6902.
+    let v137 = KubeVersion::parse("1.37.2").unwrap_or_default();
+    let c = config("img", false, &v137, &flags);
+    assert!(
+        c.contains("featureGates:\n  \"WatchListCompression\": false\n  \"A\": true\n"),
+        "{c}"
+    );
+    assert!(
+        c.contains("runtimeConfig:\n  \"api/alpha\": \"true\"\n  \"x/v1\": \"true\"\n"),
+        "{c}"
+    );
+    assert!(
+        c.contains(
+            "kubeadmConfigPatchesJSON6902:\n  - group: kubeadm.k8s.io\n    version: v1beta4\n    kind: ClusterConfiguration\n    patch: |\n      - op: add\n        path: /apiServer/extraArgs/-\n        value: {name: \"audit-log-maxage\", value: \"1\"}\n"
+        ),
+        "{c}"
+    );
+    // kubeadm v1beta3 (before 1.36): a map, merged.
+    let v135 = KubeVersion::parse("1.35.4").unwrap_or_default();
+    let c = config("img", false, &v135, &flags);
+    assert!(
+        c.contains("  - |\n    kind: ClusterConfiguration\n    apiServer:\n      extraArgs:\n        \"audit-log-maxage\": \"1\"\n"),
+        "{c}"
+    );
+    assert!(!c.contains("JSON6902"), "{c}");
+    // The config is YAML kind can read: every document parses.
+    assert!(serde_saphyr::from_str::<serde_json::Value>(&c).is_ok(), "{c}");
+    let c = config("img", false, &v137, &flags);
+    let parsed: serde_json::Value = serde_saphyr::from_str(&c).unwrap_or_default();
+    let patch = parsed["kubeadmConfigPatchesJSON6902"][0]["patch"]
+        .as_str()
+        .unwrap_or_default();
+    let ops: serde_json::Value = serde_saphyr::from_str(patch).unwrap_or_default();
+    assert_eq!(ops[0]["value"]["name"].as_str(), Some("audit-log-maxage"), "{patch}");
 }
 
 #[test]
@@ -93,8 +141,14 @@ fn cluster_names_carry_their_owner() {
     assert_eq!(owner_pid("kind"), None);
     assert_eq!(owner_pid("kube-harness-x-1"), None);
     let v = KubeVersion::default();
-    let a = reused_name(&v, "img:a");
+    let none = ApiServerFlags::default();
+    let a = reused_name(&v, "img:a", &none);
     assert!(a.starts_with("kh-reuse-") && owner_pid(&a).is_none(), "{a}");
-    assert_ne!(a, reused_name(&v, "img:b"));
+    assert_ne!(a, reused_name(&v, "img:b", &none));
+    let gated = ApiServerFlags {
+        args: Vec::new(),
+        gates: vec![("A".into(), false)],
+    };
+    assert_ne!(a, reused_name(&v, "img:a", &gated), "other gates, another kept cluster");
     assert!(a.len() < 40, "{a}");
 }

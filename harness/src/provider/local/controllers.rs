@@ -106,10 +106,11 @@ pub(crate) async fn spawn(
     pki: &ClusterPki,
     server: &str,
     controllers: &[String],
+    feature_gates: Option<&str>,
 ) -> Result<ControllerManager> {
     let dir = run_dir.join("kube-controller-manager");
     let kubeconfig_path = identity(&dir, pki, server, CONTROLLER_MANAGER_USER, Vec::new())?;
-    let (mut pairs, port) = secure_serving(&dir, pki, &kubeconfig_path, "kube-controller-manager")?;
+    let (mut pairs, port) = secure_serving(&dir, pki, &kubeconfig_path, "kube-controller-manager", feature_gates)?;
     let s = |p: &Path| p.to_string_lossy().into_owned();
     pairs.extend([
         ("use-service-account-credentials", "true".to_owned()),

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 pub(crate) use processes::{APISERVER_LOG, ETCD_LOG};
 
+use super::flags::ApiServerFlags;
 use crate::assets::{KubeVersion, Resolver};
 use crate::cluster::{Cluster, ClusterInfo, Origin, StartupTimings, kubeconfig};
 use crate::error::{Error, Result};
@@ -40,7 +41,11 @@ pub struct ControlPlane {
     version: std::result::Result<KubeVersion, String>,
     assets_dir: Option<PathBuf>,
     start_timeout: Duration,
+    /// Flags and feature gates given to the builder, after the environment's.
     apiserver_args: Vec<(String, String)>,
+    feature_gates: Vec<(String, bool)>,
+    /// `KUBE_HARNESS_APISERVER_ARGS` and `KUBE_HARNESS_FEATURE_GATES`, or why they are unusable.
+    env_flags: std::result::Result<ApiServerFlags, String>,
     strict_readyz: bool,
     etcd_template: bool,
     /// kube-controller-manager's controllers (`None`: it does not run), or why
@@ -58,6 +63,8 @@ impl Default for ControlPlane {
             assets_dir: None,
             start_timeout: Duration::from_secs(90),
             apiserver_args: Vec::new(),
+            feature_gates: Vec::new(),
+            env_flags: ApiServerFlags::from_env().map_err(|e| e.to_string()),
             strict_readyz: false,
             etcd_template: true,
             controllers: controllers::from_env(),
@@ -112,10 +119,45 @@ impl ControlPlane {
         self
     }
 
-    /// Add or override a kube-apiserver flag (`name` without the leading `--`).
+    /// Add or override a kube-apiserver flag (`name` without the leading `--`), after those of
+    /// `KUBE_HARNESS_APISERVER_ARGS` (whitespace-separated `NAME=VALUE` items). `feature-gates`
+    /// is read as [`with_feature_gate`](Self::with_feature_gate)s.
     pub fn with_apiserver_arg(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.apiserver_args.push((name.into(), value.into()));
         self
+    }
+
+    /// Switch a feature gate on or off for kube-apiserver, kube-controller-manager and
+    /// kube-scheduler alike, after those of `KUBE_HARNESS_FEATURE_GATES` (`A=false,B=true`).
+    /// A gate the version's kube-apiserver does not list is refused by
+    /// [`start`](Self::start) before anything runs ([`Error::UnknownFeatureGate`]).
+    ///
+    /// ```no_run
+    /// # async fn wrapper() -> kube_harness::Result<()> {
+    /// let cluster = kube_harness::ControlPlane::builder()
+    ///     .with_feature_gate("WatchListCompression", false)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_feature_gate(mut self, name: impl Into<String>, enabled: bool) -> Self {
+        self.feature_gates.push((name.into(), enabled));
+        self
+    }
+
+    /// The flags and gates asked for: the environment's, then the builder's; gates checked
+    /// against what `kube_apiserver` lists.
+    fn apiserver_flags(&self, kube_apiserver: &Path, version: KubeVersion) -> Result<ApiServerFlags> {
+        let mut flags = self.env_flags.clone().map_err(Error::Provider)?;
+        for (name, value) in &self.apiserver_args {
+            flags.push_arg(name.clone(), value.clone())?;
+        }
+        flags.gates.extend(self.feature_gates.iter().cloned());
+        if !flags.gates.is_empty() {
+            let known = super::flags::known_gates(kube_apiserver)?;
+            super::flags::check_gates(&flags, &known, &version.to_string())?;
+        }
+        Ok(flags)
     }
 
     /// Wait until every `/readyz` check passes, as tools outside the process expect (the CLI
@@ -222,6 +264,12 @@ impl ControlPlane {
         .await?;
         timings.assets = assets.1;
         let assets = assets.0;
+        let flags = self.apiserver_flags(&assets.kube_apiserver(), version)?;
+        let gates = flags.gates_flag();
+        let mut apiserver_args = flags.args.clone();
+        if let Some(gates) = &gates {
+            apiserver_args.push(("feature-gates".to_owned(), gates.clone()));
+        }
         let mut controllers = self.controllers.clone().map_err(Error::Provider)?;
         let node_count = self.nodes.clone().map_err(Error::Provider)?;
         if node_count > 0 {
@@ -275,15 +323,9 @@ impl ControlPlane {
         });
         let seed = if self.etcd_template && template::enabled() {
             let t = Instant::now();
-            let seed = template::ensure(
-                &assets,
-                &version,
-                &self.apiserver_args,
-                with_controllers,
-                self.start_timeout,
-            )
-            .instrument(tracing::info_span!("etcd-template"))
-            .await;
+            let seed = template::ensure(&assets, &version, &apiserver_args, with_controllers, self.start_timeout)
+                .instrument(tracing::info_span!("etcd-template"))
+                .await;
             timings.template = t.elapsed();
             seed
         } else {
@@ -309,7 +351,7 @@ impl ControlPlane {
             run_dir.path(),
             &pki,
             &etcd.url,
-            &self.apiserver_args,
+            &apiserver_args,
             processes::Mode {
                 skip_bootstrap_hooks: seed.is_some() && !self.strict_readyz,
                 service_account_admission: with_controllers.is_some(),
@@ -349,7 +391,7 @@ impl ControlPlane {
         // Not waited for: a test that needs a controller waits for it.
         let controller_manager = match with_controllers {
             Some((binary, list)) => Some(Box::new(
-                controllers::spawn(binary, run_dir.path(), &pki, &server, list)
+                controllers::spawn(binary, run_dir.path(), &pki, &server, list, gates.as_deref())
                     .instrument(tracing::info_span!("kube-controller-manager"))
                     .await?,
             )),
@@ -360,7 +402,7 @@ impl ControlPlane {
                 let client = kubeconfig::client(admin_kubeconfig.clone()).await?;
                 let started = Instant::now();
                 nodes::create_nodes(&client, node_count).await?;
-                let running = nodes::spawn(binaries, run_dir.path(), &pki, &server, node_count)
+                let running = nodes::spawn(binaries, run_dir.path(), &pki, &server, node_count, gates.as_deref())
                     .instrument(tracing::info_span!("nodes"))
                     .await?;
                 nodes::wait_ready(&client, &running.kwok, node_count, self.start_timeout).await?;
@@ -421,13 +463,14 @@ pub(super) fn identity(dir: &Path, pki: &ClusterPki, server: &str, user: &str, g
 /// The flags every control-plane component with its own identity and a secure port shares:
 /// its kubeconfig (also for delegated authentication and authorization), `127.0.0.1` and a
 /// free port with a serving certificate from the cluster's serving CA (written to `dir`),
-/// leader election and profiling off, a client rate for a test's pace. The port, for probing
-/// it.
+/// leader election and profiling off, a client rate for a test's pace, the cluster's feature
+/// gates. The port, for probing it.
 pub(super) fn secure_serving(
     dir: &Path,
     pki: &ClusterPki,
     kubeconfig: &Path,
     component: &'static str,
+    feature_gates: Option<&str>,
 ) -> Result<(Vec<(&'static str, String)>, u16)> {
     let serving = pki
         .serving_ca
@@ -438,7 +481,7 @@ pub(super) fn secure_serving(
     let port = crate::process::free_port(component)?;
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let kc = s(kubeconfig);
-    let pairs = vec![
+    let mut pairs = vec![
         ("kubeconfig", kc.clone()),
         ("authentication-kubeconfig", kc.clone()),
         ("authorization-kubeconfig", kc),
@@ -452,6 +495,9 @@ pub(super) fn secure_serving(
         ("kube-api-burst", "400".to_owned()),
         ("profiling", "false".to_owned()),
     ];
+    if let Some(gates) = feature_gates {
+        pairs.push(("feature-gates", gates.to_owned()));
+    }
     Ok((pairs, port))
 }
 

@@ -158,11 +158,12 @@ pub(crate) async fn spawn(
     pki: &ClusterPki,
     server: &str,
     count: u32,
+    feature_gates: Option<&str>,
 ) -> Result<Nodes> {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let dir = run_dir.join("kube-scheduler");
     let kubeconfig = identity(&dir, pki, server, SCHEDULER_USER, Vec::new())?;
-    let (pairs, _port) = secure_serving(&dir, pki, &kubeconfig, "kube-scheduler")?;
+    let (pairs, _port) = secure_serving(&dir, pki, &kubeconfig, "kube-scheduler", feature_gates)?;
     let args: Vec<OsString> = flags(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
     let spec = ChildSpec {
         args,

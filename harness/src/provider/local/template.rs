@@ -137,7 +137,13 @@ async fn make(
     )
     .await?;
     if let Some((binary, list)) = controllers {
-        let cm = super::controllers::spawn(binary, run_dir.path(), &pki, &apiserver.url, list).await?;
+        // The cluster's gates, which reach kube-apiserver as its `feature-gates` flag.
+        let gates = extra
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "feature-gates")
+            .map(|(_, v)| v.as_str());
+        let cm = super::controllers::spawn(binary, run_dir.path(), &pki, &apiserver.url, list, gates).await?;
         let settled = births(&apiserver.url, &pki, list, timeout).await;
         cm.child.stop(Duration::from_secs(10));
         settled?;
