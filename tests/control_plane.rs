@@ -263,7 +263,8 @@ async fn feature_gates_reach_every_component_and_flags_reach_kube_apiserver() ->
         assert!(line.ends_with(" 0"), "{gate} is not off: {line}");
     }
     let lines = cmdlines(&cluster);
-    let gates = "--feature-gates=WatchListCompression=false,APIResponseCompression=false";
+    // The flags (with the `feature-gates` one) come before the builder's gates.
+    let gates = "--feature-gates=APIResponseCompression=false,WatchListCompression=false";
     for (component, flag) in [
         ("kube-apiserver", gates),
         ("kube-apiserver", "--audit-log-maxage=3"),
@@ -309,6 +310,44 @@ async fn an_unknown_or_malformed_feature_gate_is_refused_before_anything_starts(
         .unwrap_or_default();
     assert!(
         err.contains("\"WatchListCompression\": expected a feature gate as NAME=true or NAME=false"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// Images and published ports are kind's: on the local plane both are refused, saying why.
+#[rstest]
+#[tokio::test]
+async fn images_and_published_ports_are_refused_on_the_local_plane(
+    #[future] cluster: &'static Cluster,
+) -> anyhow::Result<()> {
+    let cluster = cluster.await;
+    if cluster.provider() != kube_harness::Provider::Local {
+        println!(
+            "skipped: the shared cluster is a {} one, not the local plane",
+            cluster.provider()
+        );
+        return Ok(());
+    }
+    let err = cluster
+        .load_image("busybox:stable")
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("loading an image into the nodes is not possible on the local provider"),
+        "{err}"
+    );
+    assert!(cluster.published_port(10250).is_none());
+    let options = kube_harness::provider::StartOptions::default().with_published_port(10250);
+    let err = kube_harness::provider::start(kube_harness::Provider::Local, cluster.info().version, options)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("publishing node ports is not possible on the local provider"),
         "{err}"
     );
     Ok(())

@@ -111,7 +111,7 @@ pub enum Error {
 
     /// A feature gate the Kubernetes version does not know (checked before anything starts).
     #[error(
-        "feature gate {gate:?} is not known to Kubernetes {version}{}; its kube-apiserver --help lists: {known}",
+        "feature gate {gate:?} is not known to Kubernetes {version}{}; its components' --help lists: {known}",
         if near.is_empty() { String::new() } else { format!(" (did you mean {near}?)") }
     )]
     UnknownFeatureGate {

@@ -55,16 +55,25 @@ fn exec_passes_feature_gates_and_refuses_unknown_or_malformed_ones() -> anyhow::
     );
     for (args, words) in [
         (
-            ["--feature-gates", "NoSuchGate=false"],
+            &["--feature-gates", "NoSuchGate=false"][..],
             "feature gate \"NoSuchGate\" is not known to Kubernetes",
         ),
         (
-            ["--apiserver-arg", "audit-log-maxage"],
+            &["--apiserver-arg", "audit-log-maxage"],
             "--apiserver-arg: \"audit-log-maxage\": expected NAME=VALUE",
         ),
         (
-            ["--feature-gates", "A=maybe"],
+            &["--feature-gates", "A=maybe"],
             "--feature-gates: \"A=maybe\": expected a feature gate",
+        ),
+        (
+            &["--publish", "x"],
+            "--publish: \"x\": expected NODE_PORT or HOST_PORT:NODE_PORT",
+        ),
+        (&["--publish", "10250"], "--publish and --load-image are for kind"),
+        (
+            &["--provider", "kind", "--load-image", "kube-harness/absent:v0"],
+            "--load-image kube-harness/absent:v0: no such image in the local Docker engine",
         ),
     ] {
         let started = Instant::now();

@@ -122,7 +122,8 @@ async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Pro
     let options = match provider {
         Provider::Kind => StartOptions::default()
             .with_feature_gate("WatchListCompression", false)
-            .with_apiserver_arg("audit-log-maxage", "3"),
+            .with_apiserver_arg("audit-log-maxage", "3")
+            .with_published_port(10250),
         _ => StartOptions::default(),
     };
     let cluster = start(provider, version, options).await?;
@@ -174,6 +175,53 @@ async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Pro
         assert!(
             manifest.contains("--feature-gates=WatchListCompression=false"),
             "{manifest}"
+        );
+        // The kubelet's port, published on loopback only: it accepts a connection there.
+        let kubelet = cluster
+            .published_port(10250)
+            .ok_or_else(|| anyhow::anyhow!("node port 10250 not published"))?;
+        assert!(kubelet.ip().is_loopback(), "{kubelet}");
+        std::net::TcpStream::connect_timeout(&kubelet, std::time::Duration::from_secs(5))?;
+        // An image made here (one file, `docker import`) loads into the node; an absent one is
+        // an error naming it, and nothing is pulled.
+        let image = format!("kube-harness/load-probe:{}", std::process::id());
+        let imported = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("d=$(mktemp -d) && echo probe > \"$d/probe\" && tar -C \"$d\" -c probe | docker import - '{image}' >/dev/null; rc=$?; rm -rf \"$d\"; exit $rc"),
+            ])
+            .status()?;
+        assert!(imported.success(), "docker import of {image} failed");
+        let loaded = cluster.load_image(&image).await;
+        let _ = std::process::Command::new("docker").args(["rmi", &image]).output();
+        loaded?;
+        let listed = std::process::Command::new("docker")
+            .args([
+                "exec",
+                &format!("{name}-control-plane"),
+                "ctr",
+                "-n",
+                "k8s.io",
+                "images",
+                "ls",
+                "-q",
+            ])
+            .output()?;
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            listed.contains(&image),
+            "{image} not in the node's containerd: {listed}"
+        );
+        let absent = cluster
+            .load_image("kube-harness/no-such-image:v0")
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            absent
+                .as_deref()
+                .is_some_and(|e| e.contains("kube-harness/no-such-image:v0")),
+            "{absent:?}"
         );
     }
     let namespaces = Api::<Namespace>::all(cluster.client().await?)

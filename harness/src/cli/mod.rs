@@ -2,16 +2,19 @@
 //! `cli` feature: the binary calls [`main`]. Every command takes `--provider` and starts its
 //! cluster through [`provider::start`](crate::provider::start).
 
+mod cluster;
 mod detach;
 mod init;
 mod verify;
+
+use cluster::{path_prefix, port_variables, start};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::Cluster;
 use crate::assets::{KubeVersion, Resolver};
-use crate::provider::{Provider, StartOptions};
+use crate::provider::Provider;
 use crate::target::{RunningTarget, Target};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -37,18 +40,8 @@ struct Cli {
     /// k3s (need Docker, the CLI and a local image).
     #[arg(long, global = true, env = "KUBE_HARNESS_PROVIDER", default_value = "local")]
     provider: String,
-    /// Local plane: this many fake nodes (kube-scheduler binds Pods, kwok makes them Running;
-    /// no container runs). kind and k3s have real nodes.
-    #[arg(long, global = true, env = "KUBE_HARNESS_NODES", value_name = "N")]
-    nodes: Option<u32>,
-    /// Local and kind: a kube-apiserver flag, NAME=VALUE (repeatable; also
-    /// KUBE_HARNESS_APISERVER_ARGS, whitespace-separated items).
-    #[arg(long = "apiserver-arg", global = true, value_name = "NAME=VALUE")]
-    apiserver_args: Vec<String>,
-    /// Local and kind: feature gates for every component, A=false,B=true (repeatable; also
-    /// KUBE_HARNESS_FEATURE_GATES). One the version does not know is refused before start.
-    #[arg(long = "feature-gates", global = true, value_name = "A=false,B=true")]
-    feature_gates: Vec<String>,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -235,21 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => anyhow::bail!("several versions ({}) are for `verify` only", cli.k8s_version),
     };
     let provider: Provider = cli.provider.parse()?;
-    if cli.nodes.is_some_and(|n| n > 0) && provider != Provider::Local {
-        anyhow::bail!("--nodes (KUBE_HARNESS_NODES) is for the local plane; {provider} clusters have real nodes");
-    }
-    let _ = NODES.set(cli.nodes);
-    let mut flags = StartOptions::default();
-    for item in &cli.apiserver_args {
-        let (name, value) = crate::provider::flags::parse_arg(item).context("--apiserver-arg")?;
-        flags = flags.with_apiserver_arg(name, value);
-    }
-    for list in &cli.feature_gates {
-        for (gate, on) in crate::provider::flags::parse_gates(list).context("--feature-gates")? {
-            flags = flags.with_feature_gate(gate, on);
-        }
-    }
-    let _ = FLAGS.set(flags);
+    cluster::configure(&cli.cluster, provider)?;
     match cli.command {
         Command::Init {
             dir,
@@ -276,7 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("building {label}"))?;
                 println!("{label}={}", path.display());
             }
-            if let Some(count) = NODES.get().copied().flatten()
+            if let Some(count) = cluster::nodes()
                 && count > 0
             {
                 let nodes = crate::process::blocking("kube-scheduler and kwok", move || {
@@ -376,7 +355,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cluster.server_url()
             );
             println!("  export KUBECONFIG={}", shown.display());
-            println!("  export PATH={}:$PATH", cluster.assets().dir().display());
+            println!("  export PATH={}:$PATH", path_prefix(&cluster)?.to_string_lossy());
+            for (name, value) in port_variables(&cluster) {
+                println!("  export {name}={value}");
+            }
             println!("  logs: {}", cluster.info().run_dir.display());
             println!("Press Ctrl-C to stop.");
             wait_for_shutdown_signal().await?;
@@ -398,51 +380,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_or(ExitCode::FAILURE, ExitCode::from))
         }
     }
-}
-
-/// `--nodes`, as parsed (one command per process).
-static NODES: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-/// `--apiserver-arg` and `--feature-gates`, as parsed, in otherwise default options.
-static FLAGS: std::sync::OnceLock<StartOptions> = std::sync::OnceLock::new();
-
-/// Every command's cluster: [`crate::provider::start`], waiting for every `/readyz` check
-/// (tools outside the process expect it).
-async fn start(provider: Provider, version: KubeVersion) -> anyhow::Result<Cluster> {
-    let what = match provider {
-        Provider::Local => format!("starting Kubernetes {version} (etcd + kube-apiserver)"),
-        Provider::Existing => "connecting to the existing cluster (KUBECONFIG)".to_owned(),
-        other => format!("starting a {other} cluster of Kubernetes {version}"),
-    };
-    let options = FLAGS.get().cloned().unwrap_or_default().with_strict_readyz();
-    let options = match NODES.get().copied().flatten() {
-        Some(count) => options.with_nodes(count),
-        None => options,
-    };
-    let cluster = crate::progress::step(&what, crate::provider::start(provider, version, options)).await?;
-    let t = cluster.timings();
-    if provider != Provider::Local {
-        // kind and k3s start as one step of their tool; an existing cluster is only reached.
-        eprintln!(
-            "kube-harness: ready in {:.2}s ({})",
-            t.total.as_secs_f64(),
-            cluster.describe()
-        );
-        return Ok(cluster);
-    }
-    let nodes = match NODES.get().copied().flatten() {
-        Some(count) if count > 0 && provider == Provider::Local => {
-            format!(", {count} kwok node(s) {:.2}s", t.nodes.as_secs_f64())
-        }
-        _ => String::new(),
-    };
-    eprintln!(
-        "kube-harness: ready in {:.2}s (binaries {:.2}s, etcd {:.2}s, kube-apiserver {:.2}s{nodes})",
-        t.total.as_secs_f64(),
-        t.assets.as_secs_f64(),
-        t.etcd.as_secs_f64(),
-        t.apiserver.as_secs_f64()
-    );
-    Ok(cluster)
 }
 
 /// `up`'s start: the cluster, its targets, the kubeconfig copy if asked for.
@@ -520,12 +457,13 @@ async fn down_targets(cluster: &Cluster, targets: Vec<RunningTarget>) {
 async fn run_command(cluster: &Cluster, command: &[String]) -> anyhow::Result<std::process::ExitStatus> {
     let (program, args) = command.split_first().context("no command given after --")?;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut paths = vec![cluster.assets().dir().to_owned()];
+    let mut paths = cluster.tool_dirs();
     paths.extend(std::env::split_paths(&path));
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("KUBECONFIG", cluster.kubeconfig_path())
         .env("PATH", std::env::join_paths(paths)?)
+        .envs(port_variables(cluster))
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot run {program:?}"))?;

@@ -245,7 +245,13 @@ async fn verify_version(
     if all.iter().any(|r| !r.passed) && options.keep_on_failure {
         println!("\nkube-harness: keeping the cluster for inspection (--keep-on-failure); Ctrl-C to stop");
         println!("  export KUBECONFIG={}", cluster.kubeconfig_path().display());
-        println!("  export PATH={}:$PATH", cluster.assets().dir().display());
+        println!(
+            "  export PATH={}:$PATH",
+            super::path_prefix(&cluster)?.to_string_lossy()
+        );
+        for (name, value) in super::port_variables(&cluster) {
+            println!("  export {name}={value}");
+        }
         println!("  logs: {}", cluster.info().run_dir.display());
         wait_for_shutdown_signal().await?;
     }

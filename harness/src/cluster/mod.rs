@@ -13,6 +13,7 @@
 mod crds;
 mod handle;
 pub(crate) mod identity;
+mod images;
 pub(crate) mod kubeconfig;
 pub(crate) mod namespace;
 pub(crate) mod workloads;
@@ -249,24 +250,6 @@ impl Cluster {
     /// Where this cluster comes from.
     pub fn provider(&self) -> Provider {
         self.origin.provider()
-    }
-
-    /// Something that loads a local image into this cluster's nodes (kind only).
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] on other providers.
-    pub(crate) fn image_loader(&self) -> Result<impl Fn(&str) -> Result<()> + Send + 'static> {
-        match &self.origin {
-            Origin::Kind { guard, .. } => {
-                let cli = guard.cli();
-                Ok(move |image: &str| cli.load_image(image))
-            }
-            _ => Err(Error::Unsupported {
-                what: "loading an image into the nodes",
-                provider: self.provider().to_string(),
-                hint: "only kind clusters run backends from images the harness builds",
-            }),
-        }
     }
 
     /// Whether this cluster offers `capability` (see [`Cluster::lacks`]).

@@ -53,6 +53,14 @@ impl ApiServerFlags {
 
     /// Adds a flag; `feature-gates` is read as gates, so that every component gets them.
     pub(crate) fn push_arg(&mut self, name: String, value: String) -> Result<()> {
+        let name = name.trim().trim_start_matches("--").to_owned();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(Error::BadFlag {
+                value: name,
+                problem: "not a kube-apiserver flag's name (letters, digits and -; the leading -- may be left out)"
+                    .to_owned(),
+            });
+        }
         if name == "feature-gates" {
             self.gates.extend(parse_gates(&value)?);
         } else {
@@ -71,18 +79,6 @@ impl ApiServerFlags {
             }
         }
         out
-    }
-
-    /// `A=false,B=true`, or `None` without gates.
-    pub(crate) fn gates_flag(&self) -> Option<String> {
-        let gates = self.gates();
-        (!gates.is_empty()).then(|| {
-            gates
-                .iter()
-                .map(|(g, on)| format!("{g}={on}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
     }
 
     /// Whether nothing is asked for.
@@ -128,6 +124,7 @@ pub(crate) fn parse_gates(list: &str) -> Result<Vec<(String, bool)>> {
             };
             let (name, value) = item.split_once('=').ok_or_else(bad)?;
             let name = name.trim();
+            let name = name.strip_prefix("kube:").unwrap_or(name);
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(bad());
             }
@@ -167,21 +164,72 @@ pub(crate) fn known_gates(kube_apiserver: &Path) -> Result<Vec<(String, String)>
     Ok(gates)
 }
 
-/// The gates of a kube-apiserver's `--help` text.
-pub(crate) fn gates_in_help(help: &str) -> Vec<(String, String)> {
-    help.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let (name, rest) = line.split_once("=true|false")?;
-            let name = name.trim();
-            // `kube:AllAlpha` style prefixed names are accepted as written.
-            if name.is_empty() || name.contains(char::is_whitespace) {
-                return None;
-            }
-            let about = rest.trim().trim_start_matches('(').trim_end_matches(')').to_owned();
-            Some((name.to_owned(), about))
+/// The `--feature-gates` value for each of the components `binaries` (their paths): the gates
+/// its `--help` lists (a component-specific gate, such as kube-controller-manager's
+/// `ControllerManagerReleaseLeaderElectionLockOnExit`, would stop the others), `None` where it
+/// gets none. A gate none of them lists is refused.
+///
+/// # Errors
+/// [`Error::UnknownFeatureGate`], or [`Error::Provider`] when a binary cannot list its gates.
+pub(crate) fn gates_by_component(
+    flags: &ApiServerFlags,
+    binaries: &[std::path::PathBuf],
+    version: &str,
+) -> Result<Vec<Option<String>>> {
+    if flags.gates.is_empty() {
+        return Ok(vec![None; binaries.len()]);
+    }
+    let known: Vec<Vec<(String, String)>> = binaries
+        .iter()
+        .map(|binary| known_gates(binary))
+        .collect::<Result<_>>()?;
+    let mut union: Vec<(String, String)> = Vec::new();
+    for gate in known.iter().flatten() {
+        if !union.iter().any(|(k, _)| *k == gate.0) {
+            union.push(gate.clone());
+        }
+    }
+    check_gates(flags, &union, version)?;
+    Ok(known
+        .iter()
+        .map(|list| {
+            let mine: Vec<String> = flags
+                .gates()
+                .into_iter()
+                .filter(|(g, _)| list.iter().any(|(k, _)| k == g))
+                .map(|(g, on)| format!("{g}={on}"))
+                .collect();
+            (!mine.is_empty()).then(|| mine.join(","))
         })
-        .collect()
+        .collect())
+}
+
+/// The gates of a component's `--help` text: the `Name=true|false (STAGE - default=…)` lines
+/// of the `--feature-gates` flag's description (other flags', such as `--runtime-config`'s
+/// `v1=true|false`, are no gates).
+pub(crate) fn gates_in_help(help: &str) -> Vec<(String, String)> {
+    let mut in_gates = false;
+    let mut gates = Vec::new();
+    for line in help.lines().map(str::trim) {
+        if line.starts_with("--") {
+            in_gates = line.starts_with("--feature-gates");
+        }
+        if !in_gates {
+            continue;
+        }
+        let Some((name, rest)) = line.split_once("=true|false") else {
+            continue;
+        };
+        // From 1.37 the list names each gate's component: `kube:WatchListCompression`.
+        let name = name.rsplit(char::is_whitespace).next().unwrap_or(name);
+        let name = name.strip_prefix("kube:").unwrap_or(name);
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let about = rest.trim().trim_start_matches('(').trim_end_matches(')').to_owned();
+        gates.push((name.to_owned(), about));
+    }
+    gates
 }
 
 /// Refuses a gate `known` does not list, naming it and the version's gates.
@@ -245,7 +293,7 @@ mod tests {
         assert!(parse_arg("=1").is_err());
         assert!(parse_arg("a b=1").is_err());
         assert_eq!(
-            parse_gates(" A=false, B=TRUE ,").ok(),
+            parse_gates(" A=false, kube:B=TRUE ,").ok(),
             Some(vec![("A".into(), false), ("B".into(), true)])
         );
         for bad in ["A", "A=yes", "=true", "A-b=true"] {
@@ -258,16 +306,17 @@ mod tests {
     fn feature_gates_given_as_a_flag_become_gates_and_the_last_setting_wins() -> Result<()> {
         let mut flags = ApiServerFlags::default();
         flags.push_arg("feature-gates".into(), "A=true,B=false".into())?;
-        flags.push_arg("v".into(), "2".into())?;
+        flags.push_arg("--v".into(), "2".into())?;
+        assert!(flags.push_arg("a b".into(), "1".into()).is_err());
         flags.gates.push(("A".into(), false));
         assert_eq!(flags.args, vec![("v".to_owned(), "2".to_owned())]);
-        assert_eq!(flags.gates_flag().as_deref(), Some("A=false,B=false"));
+        assert_eq!(flags.gates(), vec![("A".to_owned(), false), ("B".to_owned(), false)]);
         Ok(())
     }
 
     #[test]
     fn gates_are_read_from_help_and_unknown_ones_refused_with_the_list() {
-        let help = "      --feature-gates colonSeparatedMultimapStringString\n                A set of key=value pairs that describe feature gates for alpha/experimental features. Options are:\n                APIResponseCompression=true|false (BETA - default=true)\n                AllAlpha=true|false (ALPHA - default=false)\n                WatchListCompression=true|false (BETA - default=true)\n      --help   help for kube-apiserver\n";
+        let help = "      --feature-gates colonSeparatedMultimapStringString\n                A set of key=value pairs that describe feature gates for alpha/experimental features. Options are:\n                APIResponseCompression=true|false (BETA - default=true)\n                AllAlpha=true|false (ALPHA - default=false)\n                api/all=true|false\n                kube:WatchListCompression=true|false (BETA - default=true)\n      --help   help for kube-apiserver\n      --runtime-config mapStringString\n                v1=true|false for the core API group\n";
         let known = gates_in_help(help);
         assert_eq!(
             known.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),

@@ -131,6 +131,9 @@ pub struct StartOptions {
     /// Local and kind: feature gates for every component, after those of
     /// `KUBE_HARNESS_FEATURE_GATES`. One the version does not know is refused before start.
     pub feature_gates: Vec<(String, bool)>,
+    /// kind: `(host, node)` ports published on 127.0.0.1 (host 0: any free one), read back
+    /// with [`Cluster::published_port`].
+    pub published_ports: Vec<(u16, u16)>,
 }
 
 impl StartOptions {
@@ -180,6 +183,21 @@ impl StartOptions {
         self
     }
 
+    /// kind: publish the node's `node_port` on 127.0.0.1 at a free host port
+    /// ([`Cluster::published_port`] says which).
+    #[must_use]
+    pub fn with_published_port(self, node_port: u16) -> Self {
+        self.with_published_port_at(0, node_port)
+    }
+
+    /// kind: publish the node's `node_port` at `127.0.0.1:host_port` (refused before start if
+    /// that port is taken).
+    #[must_use]
+    pub fn with_published_port_at(mut self, host_port: u16, node_port: u16) -> Self {
+        self.published_ports.push((host_port, node_port));
+        self
+    }
+
     /// The flags and gates for providers that read them here (kind): the environment's, then
     /// these.
     fn apiserver_flags(&self) -> Result<flags::ApiServerFlags> {
@@ -216,6 +234,13 @@ impl StartOptions {
 /// ```
 pub async fn start(provider: Provider, version: KubeVersion, options: StartOptions) -> Result<Cluster> {
     match provider {
+        Provider::Local | Provider::Existing | Provider::K3s if !options.published_ports.is_empty() => {
+            Err(Error::Unsupported {
+                what: "publishing node ports",
+                provider: provider.to_string(),
+                hint: "only kind clusters have a node container to publish from (the local plane's kwok nodes run no containers)",
+            })
+        }
         Provider::Local => match options.attach {
             Some(handle) => Cluster::attach(&handle).await,
             None => {
@@ -252,11 +277,14 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
             Ok(cluster)
         }
         Provider::Kind => {
-            let image = options.kind_image.clone();
-            let flags = options.apiserver_flags()?;
-            check_gates_if_present(&flags, version).await?;
+            let kind_options = kind::KindOptions {
+                image: options.kind_image.clone(),
+                flags: options.apiserver_flags()?,
+                ports: options.published_ports.clone(),
+            };
+            check_gates_if_present(&kind_options.flags, version).await?;
             let create = move |dir: &Path, kubeconfig: &Path| {
-                kind::KindCluster::create(&version, image.as_deref(), &flags, dir, kubeconfig)
+                kind::KindCluster::create(&version, &kind_options, dir, kubeconfig)
             };
             let started = std::time::Instant::now();
             let mut cluster =

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::assets::KubeVersion;
+use crate::error::{Error, Result};
 use crate::provider::flags::ApiServerFlags;
 
 /// Whether this host mounts cgroup v1 only (kubelet ≥ 1.35 refuses it unless told).
@@ -23,8 +24,15 @@ fn quoted(value: &str) -> String {
 /// component and the kubelet), `runtime-config` as its `runtimeConfig`, other kube-apiserver
 /// flags as a kubeadm patch of `apiServer.extraArgs` — a merge patch of kubeadm's v1beta3 map
 /// before Kubernetes 1.36, a JSON 6902 `add` to v1beta4's list from 1.36 on (a merge patch
-/// would replace the list kind writes).
-pub(crate) fn config(image: &str, cgroup_v1: bool, version: &KubeVersion, flags: &ApiServerFlags) -> String {
+/// would replace the list kind writes). `ports`: `(host, node)` ports published on 127.0.0.1
+/// only (host 0: one kind picks).
+pub(crate) fn config(
+    image: &str,
+    cgroup_v1: bool,
+    version: &KubeVersion,
+    flags: &ApiServerFlags,
+    ports: &[(u16, u16)],
+) -> String {
     let mut patches = String::from("  - |\n    kind: InitConfiguration\n    skipPhases: [preflight, addon/coredns]\n");
     if cgroup_v1 {
         patches.push_str("  - |\n    kind: KubeletConfiguration\n    failCgroupV1: false\n");
@@ -67,13 +75,23 @@ pub(crate) fn config(image: &str, cgroup_v1: bool, version: &KubeVersion, flags:
             }
         }
     }
+    let mut node = format!("  - role: control-plane\n    image: {image}\n");
+    if !ports.is_empty() {
+        node.push_str("    extraPortMappings:\n");
+        for (host, container) in ports {
+            let _ = writeln!(
+                node,
+                "      - {{containerPort: {container}, hostPort: {host}, listenAddress: \"127.0.0.1\", protocol: TCP}}"
+            );
+        }
+    }
     format!(
         "kind: Cluster\n\
          apiVersion: kind.x-k8s.io/v1alpha4\n\
          networking:\n  apiServerAddress: \"127.0.0.1\"\n  apiServerPort: 0\n\
          {top}\
          kubeadmConfigPatches:\n{patches}\
-         nodes:\n  - role: control-plane\n    image: {image}\n"
+         nodes:\n{node}"
     )
 }
 
@@ -91,4 +109,47 @@ pub(crate) fn create_command(name: &str, config: &Path, kubeconfig: &Path) -> Ve
         "--wait".into(),
         "120s".into(),
     ]
+}
+
+/// `--publish [HOST:]NODE`: a node port published on 127.0.0.1 — at the same port, at `HOST`,
+/// or (`0:NODE`) at one kind picks. `(host, node)`.
+///
+/// # Errors
+/// [`Error::BadFlag`] for anything but one or two port numbers (the node's not 0).
+pub(crate) fn parse_port_mapping(value: &str) -> Result<(u16, u16)> {
+    let bad = || {
+        Error::BadFlag {
+        value: value.to_owned(),
+        problem: "expected NODE_PORT or HOST_PORT:NODE_PORT (0:NODE_PORT for any free host port), such as 10250 or 0:10250; it is published on 127.0.0.1 only".to_owned(),
+    }
+    };
+    let (host, node) = match value.trim().split_once(':') {
+        Some((host, node)) => (
+            host.parse::<u16>().map_err(|_| bad())?,
+            node.parse::<u16>().map_err(|_| bad())?,
+        ),
+        None => {
+            let port = value.trim().parse::<u16>().map_err(|_| bad())?;
+            (port, port)
+        }
+    };
+    if node == 0 {
+        return Err(bad());
+    }
+    Ok((host, node))
+}
+
+/// Refuses a host port something on 127.0.0.1 listens on already, before kind starts.
+///
+/// # Errors
+/// [`Error::Provider`] naming the port.
+pub(crate) fn check_host_ports_free(ports: &[(u16, u16)]) -> Result<()> {
+    for (host, node) in ports.iter().filter(|(host, _)| *host != 0) {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", *host)) {
+            return Err(Error::Provider(format!(
+                "cannot publish node port {node} at 127.0.0.1:{host}: that port is taken ({e}); pick another host port, or 0:{node} for any free one"
+            )));
+        }
+    }
+    Ok(())
 }

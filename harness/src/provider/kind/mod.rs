@@ -30,7 +30,7 @@ use crate::provider::flags::ApiServerFlags;
 mod config;
 mod shim;
 
-pub(crate) use config::{cgroup_v1, config, create_command};
+pub(crate) use config::{cgroup_v1, check_host_ports_free, config, create_command, parse_port_mapping};
 use shim::prepare_shim;
 #[cfg(test)]
 use shim::{docker_shim, missing_capabilities};
@@ -96,6 +96,17 @@ pub(crate) struct KindCli {
     shim: Option<PathBuf>,
 }
 
+/// What a kind cluster is created with, beside its version.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KindOptions {
+    /// The node image (default [`node_image`]).
+    pub(crate) image: Option<String>,
+    /// kube-apiserver flags and feature gates.
+    pub(crate) flags: ApiServerFlags,
+    /// `(host, node)` ports published on 127.0.0.1 (host 0: any free one).
+    pub(crate) ports: Vec<(u16, u16)>,
+}
+
 /// A kind cluster this process created or reuses; deleted on drop unless reused.
 #[derive(Debug)]
 pub(crate) struct KindCluster {
@@ -105,6 +116,8 @@ pub(crate) struct KindCluster {
     /// kube-apiserver accepts (`--client-ca-file`), so the harness issues users' certificates
     /// as on the local plane. `None` (with the reason printed) where it cannot be used.
     client_ca: Option<Box<crate::pki::Ca>>,
+    /// Published node ports and where they are reached on this host.
+    published: Vec<(u16, std::net::SocketAddr)>,
 }
 
 impl KindCluster {
@@ -115,13 +128,13 @@ impl KindCluster {
     /// `kind create` fails (with the tail of its output; a partly created cluster is deleted).
     pub(crate) fn create(
         version: &KubeVersion,
-        image: Option<&str>,
-        flags: &ApiServerFlags,
+        options: &KindOptions,
         run_dir: &Path,
         kubeconfig: &Path,
     ) -> Result<Self> {
         super::docker::docker_available()?;
-        let image = image.map_or_else(|| node_image(version), str::to_owned);
+        let (flags, ports) = (&options.flags, options.ports.as_slice());
+        let image = options.image.clone().unwrap_or_else(|| node_image(version));
         super::docker::image_present(&image).map_err(|e| {
             Error::Provider(format!(
                 "{e}. For kind: KUBE_HARNESS_KIND_IMAGE names a node image; without a registry, \
@@ -132,7 +145,7 @@ impl KindCluster {
         let shim = prepare_shim(run_dir)?;
         let keep = reuse();
         let name = if keep {
-            reused_name(version, &image, flags)
+            reused_name(version, &image, flags, ports)
         } else {
             format!("kube-harness-{}-{}", std::process::id(), run_dir_suffix(run_dir))
         };
@@ -140,6 +153,7 @@ impl KindCluster {
             cli: KindCli { name, kind, shim },
             keep,
             client_ca: None,
+            published: Vec::new(),
         };
         cluster.cli.sweep_dead();
         if keep && cluster.cli.exists()? {
@@ -156,13 +170,15 @@ impl KindCluster {
                 kubeconfig.display().to_string(),
             ])?;
             cluster.client_ca = cluster.cli.client_ca();
+            cluster.published = cluster.cli.published(ports)?;
             return Ok(cluster);
         }
+        check_host_ports_free(ports)?;
         if !keep {
             cluster.cli.spawn_reaper();
         }
         let config_path: PathBuf = run_dir.join("kind.yaml");
-        std::fs::write(&config_path, config(&image, cgroup_v1(), version, flags))
+        std::fs::write(&config_path, config(&image, cgroup_v1(), version, flags, ports))
             .map_err(Error::io("write", &config_path))?;
         eprintln!("kube-harness: creating kind cluster {} ({image}) …", cluster.cli.name);
         let started = Instant::now();
@@ -181,7 +197,16 @@ impl KindCluster {
             started.elapsed().as_secs_f64()
         );
         cluster.client_ca = cluster.cli.client_ca();
+        cluster.published = cluster.cli.published(ports)?;
+        for (node, at) in &cluster.published {
+            eprintln!("kube-harness: node port {node} published at {at}");
+        }
         Ok(cluster)
+    }
+
+    /// Published node ports and where they are reached on this host.
+    pub(crate) fn published(&self) -> &[(u16, std::net::SocketAddr)] {
+        &self.published
     }
 
     /// kubeadm's cluster CA, when the harness can issue client certificates with it.
@@ -221,6 +246,36 @@ impl KindCli {
                 None
             }
         }
+    }
+
+    /// Where Docker published each of `ports`' node ports (`docker port`), on 127.0.0.1.
+    fn published(&self, ports: &[(u16, u16)]) -> Result<Vec<(u16, std::net::SocketAddr)>> {
+        let node = format!("{}-control-plane", self.name);
+        ports
+            .iter()
+            .map(|(_, port)| {
+                let out = run(&["docker".into(), "port".into(), node.clone(), format!("{port}/tcp")])?;
+                out.lines()
+                    .filter_map(|l| l.trim().parse::<std::net::SocketAddr>().ok())
+                    .find(|a| a.ip().is_loopback())
+                    .map(|a| (*port, a))
+                    .ok_or_else(|| {
+                        Error::Provider(format!(
+                            "kind node {node} has no port {port} published on 127.0.0.1 (docker port: {out:?})"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    /// The directories a command needs first on `PATH` to run kind against this cluster: the
+    /// `docker` shim (where this host needs one), then the `kind` CLI's.
+    pub(crate) fn path_dirs(&self) -> Vec<PathBuf> {
+        self.shim
+            .iter()
+            .cloned()
+            .chain(self.kind.parent().map(Path::to_owned))
+            .collect()
     }
 
     /// `kind load docker-image IMAGE` into this cluster's nodes.
@@ -376,12 +431,15 @@ pub(crate) fn owner_pid(name: &str) -> Option<u32> {
     name.strip_prefix("kube-harness-")?.split('-').next()?.parse().ok()
 }
 
-/// The kept cluster's name: per version, image, flags and gates, so that another image or
-/// other flags get another cluster.
-fn reused_name(version: &KubeVersion, image: &str, flags: &ApiServerFlags) -> String {
+/// The kept cluster's name: per version, image, flags, gates and published ports, so that
+/// another image or other flags get another cluster.
+fn reused_name(version: &KubeVersion, image: &str, flags: &ApiServerFlags, ports: &[(u16, u16)]) -> String {
     let mut key = image.to_owned();
     if !flags.is_empty() {
         key.push_str(&format!("\n{:?}\n{:?}", flags.args, flags.gates()));
+    }
+    if !ports.is_empty() {
+        key.push_str(&format!("\nports {ports:?}"));
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
     let short: String = digest.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect();

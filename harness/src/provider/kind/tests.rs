@@ -6,7 +6,7 @@ use super::*;
 fn the_config_pins_the_image_binds_loopback_and_skips_coredns() {
     let none = ApiServerFlags::default();
     let v136 = KubeVersion::parse("1.36.3").unwrap_or_default();
-    let c = config("kindest/node:v1.36.3", false, &v136, &none);
+    let c = config("kindest/node:v1.36.3", false, &v136, &none, &[]);
     assert!(c.contains("image: kindest/node:v1.36.3"), "{c}");
     assert!(c.contains("apiServerAddress: \"127.0.0.1\""), "{c}");
     assert!(c.contains("skipPhases: [preflight, addon/coredns]"), "{c}");
@@ -16,7 +16,7 @@ fn the_config_pins_the_image_binds_loopback_and_skips_coredns() {
         "{c}"
     );
     assert!(!c.contains("featureGates") && !c.contains("JSON6902"), "{c}");
-    let v1 = config("img", true, &v136, &none);
+    let v1 = config("img", true, &v136, &none, &[]);
     assert!(
         v1.contains("    kind: KubeletConfiguration\n    failCgroupV1: false\n"),
         "{v1}"
@@ -34,7 +34,7 @@ fn flags_and_gates_reach_kind_as_its_fields_and_a_kubeadm_patch_of_the_versions_
     };
     // kubeadm v1beta4 (Kubernetes ≥ 1.36): extraArgs is a list, added to by JSON 6902.
     let v137 = KubeVersion::parse("1.37.2").unwrap_or_default();
-    let c = config("img", false, &v137, &flags);
+    let c = config("img", false, &v137, &flags, &[]);
     assert!(
         c.contains("featureGates:\n  \"WatchListCompression\": false\n  \"A\": true\n"),
         "{c}"
@@ -51,7 +51,7 @@ fn flags_and_gates_reach_kind_as_its_fields_and_a_kubeadm_patch_of_the_versions_
     );
     // kubeadm v1beta3 (before 1.36): a map, merged.
     let v135 = KubeVersion::parse("1.35.4").unwrap_or_default();
-    let c = config("img", false, &v135, &flags);
+    let c = config("img", false, &v135, &flags, &[]);
     assert!(
         c.contains("  - |\n    kind: ClusterConfiguration\n    apiServer:\n      extraArgs:\n        \"audit-log-maxage\": \"1\"\n"),
         "{c}"
@@ -59,13 +59,37 @@ fn flags_and_gates_reach_kind_as_its_fields_and_a_kubeadm_patch_of_the_versions_
     assert!(!c.contains("JSON6902"), "{c}");
     // The config is YAML kind can read: every document parses.
     assert!(serde_saphyr::from_str::<serde_json::Value>(&c).is_ok(), "{c}");
-    let c = config("img", false, &v137, &flags);
+    let c = config("img", false, &v137, &flags, &[(0, 10250), (8443, 443)]);
     let parsed: serde_json::Value = serde_saphyr::from_str(&c).unwrap_or_default();
     let patch = parsed["kubeadmConfigPatchesJSON6902"][0]["patch"]
         .as_str()
         .unwrap_or_default();
     let ops: serde_json::Value = serde_saphyr::from_str(patch).unwrap_or_default();
     assert_eq!(ops[0]["value"]["name"].as_str(), Some("audit-log-maxage"), "{patch}");
+    let mappings = &parsed["nodes"][0]["extraPortMappings"];
+    assert_eq!(mappings[0]["containerPort"], 10250, "{c}");
+    assert_eq!(mappings[0]["hostPort"], 0, "{c}");
+    assert_eq!(mappings[1]["hostPort"], 8443, "{c}");
+    assert_eq!(mappings[1]["listenAddress"], "127.0.0.1", "{c}");
+}
+
+#[test]
+fn published_ports_parse_and_bad_ones_are_named() {
+    assert_eq!(parse_port_mapping("10250").ok(), Some((10250, 10250)));
+    assert_eq!(parse_port_mapping("0:10250").ok(), Some((0, 10250)));
+    assert_eq!(parse_port_mapping("18080:80").ok(), Some((18080, 80)));
+    for bad in ["", "x", "80:", "1:0", "70000", "0"] {
+        let e = parse_port_mapping(bad).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("expected NODE_PORT or HOST_PORT:NODE_PORT"), "{bad:?}: {e}");
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").ok();
+    let port = taken.as_ref().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port());
+    let e = check_host_ports_free(&[(port, 10250)])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains(&format!("127.0.0.1:{port}: that port is taken")), "{e}");
+    assert!(check_host_ports_free(&[(0, 10250)]).is_ok());
 }
 
 #[test]
@@ -142,13 +166,22 @@ fn cluster_names_carry_their_owner() {
     assert_eq!(owner_pid("kube-harness-x-1"), None);
     let v = KubeVersion::default();
     let none = ApiServerFlags::default();
-    let a = reused_name(&v, "img:a", &none);
+    let a = reused_name(&v, "img:a", &none, &[]);
     assert!(a.starts_with("kh-reuse-") && owner_pid(&a).is_none(), "{a}");
-    assert_ne!(a, reused_name(&v, "img:b", &none));
+    assert_ne!(a, reused_name(&v, "img:b", &none, &[]));
+    assert_ne!(
+        a,
+        reused_name(&v, "img:a", &none, &[(0, 80)]),
+        "other ports, another kept cluster"
+    );
     let gated = ApiServerFlags {
         args: Vec::new(),
         gates: vec![("A".into(), false)],
     };
-    assert_ne!(a, reused_name(&v, "img:a", &gated), "other gates, another kept cluster");
+    assert_ne!(
+        a,
+        reused_name(&v, "img:a", &gated, &[]),
+        "other gates, another kept cluster"
+    );
     assert!(a.len() < 40, "{a}");
 }

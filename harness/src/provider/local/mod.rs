@@ -145,18 +145,13 @@ impl ControlPlane {
         self
     }
 
-    /// The flags and gates asked for: the environment's, then the builder's; gates checked
-    /// against what `kube_apiserver` lists.
-    fn apiserver_flags(&self, kube_apiserver: &Path, version: KubeVersion) -> Result<ApiServerFlags> {
+    /// The flags and gates asked for: the environment's, then the builder's.
+    fn apiserver_flags(&self) -> Result<ApiServerFlags> {
         let mut flags = self.env_flags.clone().map_err(Error::Provider)?;
         for (name, value) in &self.apiserver_args {
             flags.push_arg(name.clone(), value.clone())?;
         }
         flags.gates.extend(self.feature_gates.iter().cloned());
-        if !flags.gates.is_empty() {
-            let known = super::flags::known_gates(kube_apiserver)?;
-            super::flags::check_gates(&flags, &known, &version.to_string())?;
-        }
         Ok(flags)
     }
 
@@ -264,12 +259,7 @@ impl ControlPlane {
         .await?;
         timings.assets = assets.1;
         let assets = assets.0;
-        let flags = self.apiserver_flags(&assets.kube_apiserver(), version)?;
-        let gates = flags.gates_flag();
-        let mut apiserver_args = flags.args.clone();
-        if let Some(gates) = &gates {
-            apiserver_args.push(("feature-gates".to_owned(), gates.clone()));
-        }
+        let flags = self.apiserver_flags()?;
         let mut controllers = self.controllers.clone().map_err(Error::Provider)?;
         let node_count = self.nodes.clone().map_err(Error::Provider)?;
         if node_count > 0 {
@@ -315,6 +305,25 @@ impl ControlPlane {
             None
         };
 
+        // Each component gets the gates it knows; one none of them knows is refused here,
+        // before anything runs.
+        let (controller_gates, scheduler_gates, apiserver_args) = {
+            let mut binaries = vec![assets.kube_apiserver()];
+            binaries.extend(with_controllers.map(|(binary, _)| binary.to_owned()));
+            binaries.extend(node_binaries.as_ref().map(|b| b.scheduler.clone()));
+            let asked = flags.clone();
+            let mut gates = crate::process::blocking("feature gate check", move || {
+                super::flags::gates_by_component(&asked, &binaries, &version.to_string())
+            })
+            .await?
+            .into_iter();
+            let apiserver_gates = gates.next().flatten();
+            let controller_gates = with_controllers.and_then(|_| gates.next().flatten());
+            let scheduler_gates = node_binaries.as_ref().and_then(|_| gates.next().flatten());
+            let mut args = flags.args.clone();
+            args.extend(apiserver_gates.map(|g| ("feature-gates".to_owned(), g)));
+            (controller_gates, scheduler_gates, args)
+        };
         let run_dir = RunDir::create("cluster")?;
         let pki_dir = run_dir.path().join("pki");
         let pki_task = tokio::task::spawn_blocking(move || {
@@ -323,7 +332,8 @@ impl ControlPlane {
         });
         let seed = if self.etcd_template && template::enabled() {
             let t = Instant::now();
-            let seed = template::ensure(&assets, &version, &apiserver_args, with_controllers, self.start_timeout)
+            let controllers = with_controllers.map(|(binary, list)| (binary, list, controller_gates.as_deref()));
+            let seed = template::ensure(&assets, &version, &apiserver_args, controllers, self.start_timeout)
                 .instrument(tracing::info_span!("etcd-template"))
                 .await;
             timings.template = t.elapsed();
@@ -391,7 +401,7 @@ impl ControlPlane {
         // Not waited for: a test that needs a controller waits for it.
         let controller_manager = match with_controllers {
             Some((binary, list)) => Some(Box::new(
-                controllers::spawn(binary, run_dir.path(), &pki, &server, list, gates.as_deref())
+                controllers::spawn(binary, run_dir.path(), &pki, &server, list, controller_gates.as_deref())
                     .instrument(tracing::info_span!("kube-controller-manager"))
                     .await?,
             )),
@@ -402,9 +412,16 @@ impl ControlPlane {
                 let client = kubeconfig::client(admin_kubeconfig.clone()).await?;
                 let started = Instant::now();
                 nodes::create_nodes(&client, node_count).await?;
-                let running = nodes::spawn(binaries, run_dir.path(), &pki, &server, node_count, gates.as_deref())
-                    .instrument(tracing::info_span!("nodes"))
-                    .await?;
+                let running = nodes::spawn(
+                    binaries,
+                    run_dir.path(),
+                    &pki,
+                    &server,
+                    node_count,
+                    scheduler_gates.as_deref(),
+                )
+                .instrument(tracing::info_span!("nodes"))
+                .await?;
                 nodes::wait_ready(&client, &running.kwok, node_count, self.start_timeout).await?;
                 timings.nodes = started.elapsed();
                 Some(Box::new(running))

@@ -32,7 +32,7 @@ const FORMAT: &str = "4";
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// kube-controller-manager for the template: its binary and controllers.
-pub(super) type Controllers<'a> = Option<(&'a Path, &'a [String])>;
+pub(super) type Controllers<'a> = Option<(&'a Path, &'a [String], Option<&'a str>)>;
 
 /// Whether templates are enabled (`KUBE_HARNESS_ETCD_TEMPLATE` is not `0`).
 pub(super) fn enabled() -> bool {
@@ -62,8 +62,9 @@ pub(super) fn location(
     for (k, v) in extra {
         hash.update(format!("--{k}={v}\n").as_bytes());
     }
-    if let Some((_, list)) = controllers {
-        hash.update(format!("controllers={}\n", list.join(",")).as_bytes());
+    if let Some((_, list, gates)) = controllers {
+        let gates = gates.unwrap_or_default();
+        hash.update(format!("controllers={}\ngates={gates}\n", list.join(",")).as_bytes());
     }
     let key = hex::encode(&hash.finish().as_ref()[..8]);
     Resolver::new(*version)
@@ -136,13 +137,7 @@ async fn make(
         timeout,
     )
     .await?;
-    if let Some((binary, list)) = controllers {
-        // The cluster's gates, which reach kube-apiserver as its `feature-gates` flag.
-        let gates = extra
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "feature-gates")
-            .map(|(_, v)| v.as_str());
+    if let Some((binary, list, gates)) = controllers {
         let cm = super::controllers::spawn(binary, run_dir.path(), &pki, &apiserver.url, list, gates).await?;
         let settled = births(&apiserver.url, &pki, list, timeout).await;
         cm.child.stop(Duration::from_secs(10));
