@@ -154,6 +154,12 @@ async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Pro
     });
     if let Some(name) = &kind_name {
         assert_eq!(node_containers(name)?.len(), 1, "one node container for {name}");
+        // kind's own phases, which the CLI's `ready in` line shows.
+        let t = cluster.timings();
+        assert!(
+            !t.create.is_zero() && t.create + t.nodes <= t.total,
+            "kind phases: {t:?}"
+        );
         let request = http::Request::get("/metrics").body(Vec::new())?;
         let metrics = cluster.client().await?.request_text(request).await?;
         assert!(

@@ -225,9 +225,10 @@ async fn verify_version(
     let t = cluster.timings();
     if cluster.provider() != crate::provider::Provider::Local {
         println!(
-            "startup{}: {:.2}s ({})",
+            "startup{}: {:.2}s ({}{})",
             label.map(|v| format!(" of {v}")).unwrap_or_default(),
             t.total.as_secs_f64(),
+            super::cluster::tool_phases(&cluster),
             cluster.describe()
         );
     } else {

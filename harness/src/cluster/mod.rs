@@ -69,8 +69,12 @@ pub struct StartupTimings {
     /// kube-apiserver from spawn to `/readyz` ok.
     pub apiserver: Duration,
     /// Nodes (a plane with nodes): creating them, starting kube-scheduler and kwok, until
-    /// every node is Ready.
+    /// every node is Ready. kind: from `kind create` returning until every node is Ready and
+    /// kube-proxy runs on each.
     pub nodes: Duration,
+    /// kind and k3s: their tool's create (`kind create cluster --wait`, the k3s container to
+    /// ready), and reading its kubeconfig.
+    pub create: Duration,
     /// The whole start, until the `default` namespace exists.
     pub total: Duration,
 }

@@ -289,14 +289,12 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
             let started = std::time::Instant::now();
             let mut cluster =
                 start_from_tool(provider, create, |guard, run_dir| Origin::Kind { guard, run_dir }).await?;
+            let created = started.elapsed();
             // Dropped (so deleted) when a wait fails.
             crate::cluster::workloads::wait_for_nodes_and_networking(&cluster, version).await?;
-            // The whole start is the tool's: no local phases to break it into.
+            cluster.timings.create = created;
+            cluster.timings.nodes = started.elapsed().saturating_sub(created);
             cluster.timings.total = started.elapsed();
-            eprintln!(
-                "kube-harness: kind cluster ready in {:.1}s (nodes Ready, kube-proxy running)",
-                started.elapsed().as_secs_f64()
-            );
             Ok(cluster)
         }
         Provider::K3s => {
@@ -304,6 +302,7 @@ pub async fn start(provider: Provider, version: KubeVersion, options: StartOptio
             let started = std::time::Instant::now();
             let mut cluster =
                 start_from_tool(provider, create, |guard, run_dir| Origin::K3s { guard, run_dir }).await?;
+            cluster.timings.create = started.elapsed();
             cluster.timings.total = started.elapsed();
             Ok(cluster)
         }
