@@ -58,6 +58,14 @@ async fn a_pod_is_running_and_ready_and_its_deletion_finishes() -> anyhow::Resul
     assert!(status.pod_ip.is_some(), "kwok gives a Pod an IP");
     let node = running.spec.and_then(|s| s.node_name).unwrap_or_default();
     assert!(node.starts_with("kwok-node-"), "bound to {node:?}");
+    // Pods run, simulated: a test that needs a container (logs, exec) is told to use kind.
+    assert!(ran_with(&cluster, Capability::RunsPods).await?);
+    let reason = cluster.lacks(Capability::RunsContainers).unwrap_or_default();
+    assert!(
+        reason.contains("no logs, exec") && reason.contains("KUBE_HARNESS_PROVIDER=kind"),
+        "{reason}"
+    );
+    assert!(!ran_with(&cluster, Capability::RunsContainers).await?);
 
     let uid = running.metadata.uid.unwrap_or_default();
     pods.delete("busybox", &DeleteParams::default()).await?;
@@ -212,8 +220,28 @@ async fn bad_node_counts_and_nodes_without_controllers_are_refused() -> anyhow::
         "{without:?}"
     );
     let none = ControlPlane::builder().with_nodes(0).start().await?;
-    assert!(none.lacks(Capability::RunsPods).is_some());
+    let reason = none.lacks(Capability::RunsPods).unwrap_or_default();
+    assert!(
+        reason.contains("Pods stay Pending") && reason.contains("KUBE_HARNESS_NODES=1") && reason.contains("kind"),
+        "{reason}"
+    );
+    assert!(
+        !ran_with(&none, Capability::RunsPods).await?,
+        "skip_unless! let the test on"
+    );
     Ok(())
+}
+
+/// Whether a test guarded by `skip_unless!(cluster, capability)` got past the guard.
+async fn ran_with(cluster: &Cluster, capability: Capability) -> anyhow::Result<bool> {
+    async fn guarded(cluster: &Cluster, capability: Capability, ran: &mut bool) -> anyhow::Result<()> {
+        kube_harness::skip_unless!(cluster, capability);
+        *ran = true;
+        Ok(())
+    }
+    let mut ran = false;
+    guarded(cluster, capability, &mut ran).await?;
+    Ok(ran)
 }
 
 /// kwok dies mid-test: `Cluster::watch` names it with its log within a second, and dropping

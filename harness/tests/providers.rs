@@ -240,6 +240,10 @@ async fn a_docker_provider_starts_a_cluster_and_removes_it(#[case] provider: Pro
             .any(|n| n.metadata.name.as_deref() == Some("kube-system"))
     );
     assert!(cluster.lacks(Capability::RunsPods).is_none(), "{provider} has nodes");
+    assert!(
+        cluster.lacks(Capability::RunsContainers).is_none(),
+        "{provider} runs containers"
+    );
     assert!(cluster.lacks(Capability::HostBackends).is_some());
     let run_dir = cluster.info().run_dir.clone();
     drop(cluster);

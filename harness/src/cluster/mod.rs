@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+mod capability;
 mod crds;
 mod handle;
 pub(crate) mod identity;
@@ -17,6 +18,8 @@ mod images;
 pub(crate) mod kubeconfig;
 pub(crate) mod namespace;
 pub(crate) mod workloads;
+
+pub use capability::Capability;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -77,40 +80,6 @@ pub struct StartupTimings {
     pub create: Duration,
     /// The whole start, until the `default` namespace exists.
     pub total: Duration,
-}
-
-/// Something a scenario may need that not every provider offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capability {
-    /// Pods are scheduled and run (a kubelet exists).
-    RunsPods,
-    /// The API server reaches backends listening on this host's loopback (targets with a
-    /// host-process backend behind an `ExternalName: localhost` Service).
-    HostBackends,
-    /// The harness holds the cluster's client CA, so it can issue user certificates (its own
-    /// CA on the local plane, kubeadm's on kind). [`Cluster::pki`] is the whole PKI, where the
-    /// harness made it.
-    ClientCertificates,
-    /// The harness started etcd and kube-apiserver and can watch or stop them.
-    OwnsProcesses,
-    /// kube-controller-manager runs: deleted namespaces go away, owner references are
-    /// collected, namespaces get their `default` ServiceAccount, aggregated ClusterRoles get
-    /// their rules, Deployments make ReplicaSets and Pods.
-    Controllers,
-}
-
-impl Capability {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::RunsPods => "run pods",
-            Self::HostBackends => "reach backends on this host",
-            Self::ClientCertificates => "hold the cluster's client CA",
-            Self::OwnsProcesses => "own the control-plane processes",
-            Self::Controllers => {
-                "run kube-controller-manager (KUBE_HARNESS_CONTROLLERS=0, or its binary could not be had)"
-            }
-        }
-    }
 }
 
 /// A running cluster. Dropping one the harness started kills kube-apiserver, then etcd
@@ -256,34 +225,6 @@ impl Cluster {
         self.origin.provider()
     }
 
-    /// Whether this cluster offers `capability` (see [`Cluster::lacks`]).
-    pub fn has(&self, capability: Capability) -> bool {
-        match capability {
-            Capability::ClientCertificates => self.client_ca().is_some(),
-            Capability::OwnsProcesses => matches!(self.origin, Origin::Local { .. }),
-            Capability::Controllers => match &self.origin {
-                Origin::Local { controller_manager, .. } => controller_manager.is_some(),
-                Origin::Attached(h) => h.controller_manager_pid.is_some(),
-                // kind, k3s and real clusters run their own.
-                Origin::Existing { .. } | Origin::Kind { .. } | Origin::K3s { .. } => true,
-            },
-            Capability::RunsPods => self.runs_pods,
-            Capability::HostBackends => match self.origin {
-                Origin::Local { .. } | Origin::Attached(_) => true,
-                Origin::Existing { .. } => {
-                    let host = self
-                        .info
-                        .server
-                        .trim_start_matches("https://")
-                        .rsplit_once(':')
-                        .map_or("", |(h, _)| h);
-                    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
-                }
-                Origin::Kind { .. } | Origin::K3s { .. } => false,
-            },
-        }
-    }
-
     /// Where tests ran, in one line: the provider, the Kubernetes version, and on the local
     /// plane whether kube-controller-manager runs and how many (kwok) nodes it has —
     /// `local plane, Kubernetes 1.37.2, kube-controller-manager, 2 kwok nodes`. `verify` prints
@@ -314,18 +255,6 @@ impl Cluster {
             }
             _ => format!("{} cluster, Kubernetes {version}", self.provider()),
         }
-    }
-
-    /// `Some(reason)` if this cluster lacks `capability` (print it and skip), `None` if it
-    /// has it.
-    pub fn lacks(&self, capability: Capability) -> Option<String> {
-        (!self.has(capability)).then(|| {
-            format!(
-                "skipped: on the {} provider the harness cannot {} ({capability:?})",
-                self.provider(),
-                capability.describe()
-            )
-        })
     }
 
     /// The binaries this cluster runs.
