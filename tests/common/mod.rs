@@ -50,7 +50,10 @@ pub fn copy_target(
     copy: &str,
     edit: impl Fn(&str, String) -> String,
 ) -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+    // The workspace's own target/ (never CARGO_TARGET_TMPDIR, which is outside the workspace
+    // when CARGO_TARGET_DIR points elsewhere, as in CI): the copy's cargo backend is found by
+    // `cargo metadata` from the copy's directory upwards.
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/kh-copies"))
         .join(format!("targets-{}", std::process::id()))
         .join(copy);
     let _ = std::fs::remove_dir_all(&dir);
