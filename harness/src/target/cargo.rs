@@ -209,7 +209,7 @@ fn choose(
 }
 
 /// The variables cargo sets for one crate's build or test run — not configuration of cargo.
-fn is_crate_build_variable(name: &str) -> bool {
+pub(crate) fn is_crate_build_variable(name: &str) -> bool {
     name.starts_with("CARGO_PKG_")
         || name.starts_with("CARGO_BIN_EXE_")
         || matches!(

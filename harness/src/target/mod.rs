@@ -79,7 +79,7 @@
 
 pub mod apply;
 mod backend;
-mod cargo;
+pub(crate) mod cargo;
 pub mod expect;
 mod finalizers;
 pub(crate) mod identity;

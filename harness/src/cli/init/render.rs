@@ -344,10 +344,16 @@ fn target(plan: &Plan, notes: &mut Vec<String>) -> anyhow::Result<Vec<(String, S
 /// What `cargo run --bin <crdgen>` prints, checked to be CRDs.
 fn crdgen_output(pkg: &Package, crdgen: &str) -> anyhow::Result<String> {
     println!("  running `cargo run --quiet --bin {crdgen}` for the target's CRDs");
-    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["run", "--quiet", "--bin", crdgen])
-        .current_dir(&pkg.dir)
-        .output()?;
+    let mut command = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(["run", "--quiet", "--bin", crdgen]).current_dir(&pkg.dir);
+    // Run from a test, the crate-under-test variables cargo set would make build scripts such
+    // as ring's rerun (the cargo backends drop them for the same reason).
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(crate::target::cargo::is_crate_build_variable) {
+            command.env_remove(&name);
+        }
+    }
+    let out = command.output()?;
     anyhow::ensure!(
         out.status.success(),
         "`cargo run --bin {crdgen}` failed: {}",
