@@ -33,6 +33,29 @@ pub(super) struct ClusterArgs {
     pub(super) publish: Vec<String>,
 }
 
+impl ClusterArgs {
+    /// The same options as command-line arguments, for `up --detach`'s background process
+    /// (their variables reach it through the environment).
+    pub(super) fn as_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(n) = self.nodes {
+            args.extend(["--nodes".to_owned(), n.to_string()]);
+        }
+        let repeated = [
+            ("--apiserver-arg", &self.apiserver_args),
+            ("--feature-gates", &self.feature_gates),
+            ("--load-image", &self.load_images),
+            ("--publish", &self.publish),
+        ];
+        for (flag, values) in repeated {
+            for value in values {
+                args.extend([flag.to_owned(), value.clone()]);
+            }
+        }
+        args
+    }
+}
+
 /// Checks the options against `provider` and keeps them for [`start`] (one command per
 /// process).
 pub(super) fn configure(args: &ClusterArgs, provider: Provider) -> anyhow::Result<()> {

@@ -314,13 +314,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "`up --detach` runs a local cluster for other processes to attach to; the {provider} provider's cluster is reachable through its kubeconfig instead (`up --provider {provider} --kubeconfig FILE`)"
             );
             load_targets(&fixtures, version)?;
-            let args = detach::background_args(
+            // The cluster options given as flags (`--nodes 2 up --detach`) go along.
+            let mut args = cli.cluster.as_args();
+            args.extend(detach::background_args(
                 version,
                 kubeconfig.as_deref(),
                 &fixtures,
                 env_file.as_deref(),
                 stop_with,
-            );
+            ));
             detach::detach(&args)
         }
         Command::Up {
@@ -487,4 +489,47 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
         _ = hup.recv() => {},
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `up --detach` re-runs `up` in the background: the cluster flags given to the foreground
+    /// reach it unchanged.
+    #[test]
+    fn the_cluster_flags_go_along_to_the_background_up() -> anyhow::Result<()> {
+        let given = [
+            "kube-harness",
+            "--nodes",
+            "2",
+            "--feature-gates",
+            "WatchListCompression=false",
+            "--apiserver-arg",
+            "audit-log-maxage=3",
+            "up",
+            "--detach",
+        ];
+        let cli = Cli::try_parse_from(given)?;
+        let forwarded = cli.cluster.as_args();
+        assert_eq!(
+            forwarded,
+            [
+                "--nodes",
+                "2",
+                "--apiserver-arg",
+                "audit-log-maxage=3",
+                "--feature-gates",
+                "WatchListCompression=false"
+            ]
+        );
+        let mut again = vec!["kube-harness".to_owned()];
+        again.extend(forwarded);
+        again.extend(detach::background_args(KubeVersion::default(), None, &[], None, None));
+        let background = Cli::try_parse_from(again)?;
+        assert_eq!(background.cluster.nodes, Some(2));
+        assert_eq!(background.cluster.feature_gates, ["WatchListCompression=false"]);
+        assert_eq!(background.cluster.apiserver_args, ["audit-log-maxage=3"]);
+        Ok(())
+    }
 }
