@@ -3,7 +3,6 @@
 //! the harness's `docker` shim) a command run against it needs on `PATH`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use super::{Cluster, Origin};
 use crate::error::{Error, Result};
@@ -71,7 +70,8 @@ impl Cluster {
     /// Directories a command run against this cluster (`exec`) gets first on `PATH`: the
     /// `docker` shim kind needs on this host (if any), the `kind` CLI's directory (kind), and
     /// the Kubernetes binaries' (kubectl).
-    pub(crate) fn tool_dirs(&self) -> Vec<PathBuf> {
+    #[cfg(feature = "cli")]
+    pub(crate) fn tool_dirs(&self) -> Vec<std::path::PathBuf> {
         let mut dirs = match &self.origin {
             Origin::Kind { guard, .. } => guard.cli().path_dirs(),
             _ => Vec::new(),

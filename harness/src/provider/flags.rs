@@ -51,6 +51,18 @@ impl ApiServerFlags {
         Ok(flags)
     }
 
+    /// These flags, then `args` and `gates` (a builder's, after the environment's).
+    ///
+    /// # Errors
+    /// [`Error::BadFlag`] for an arg [`push_arg`](Self::push_arg) refuses.
+    pub(crate) fn then(mut self, args: &[(String, String)], gates: &[(String, bool)]) -> Result<Self> {
+        for (name, value) in args {
+            self.push_arg(name.clone(), value.clone())?;
+        }
+        self.gates.extend(gates.iter().cloned());
+        Ok(self)
+    }
+
     /// Adds a flag; `feature-gates` is read as gates, so that every component gets them.
     pub(crate) fn push_arg(&mut self, name: String, value: String) -> Result<()> {
         let name = name.trim().trim_start_matches("--").to_owned();

@@ -201,12 +201,7 @@ impl StartOptions {
     /// The flags and gates for providers that read them here (kind): the environment's, then
     /// these.
     fn apiserver_flags(&self) -> Result<flags::ApiServerFlags> {
-        let mut flags = flags::ApiServerFlags::from_env()?;
-        for (name, value) in &self.apiserver_args {
-            flags.push_arg(name.clone(), value.clone())?;
-        }
-        flags.gates.extend(self.feature_gates.iter().cloned());
-        Ok(flags)
+        flags::ApiServerFlags::from_env()?.then(&self.apiserver_args, &self.feature_gates)
     }
 
     /// Reach the existing cluster of this kubeconfig.

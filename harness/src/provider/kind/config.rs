@@ -116,6 +116,7 @@ pub(crate) fn create_command(name: &str, config: &Path, kubeconfig: &Path) -> Ve
 ///
 /// # Errors
 /// [`Error::BadFlag`] for anything but one or two port numbers (the node's not 0).
+#[cfg(any(feature = "cli", test))]
 pub(crate) fn parse_port_mapping(value: &str) -> Result<(u16, u16)> {
     let bad = || {
         Error::BadFlag {

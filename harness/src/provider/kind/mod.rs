@@ -30,7 +30,10 @@ use crate::provider::flags::ApiServerFlags;
 mod config;
 mod shim;
 
-pub(crate) use config::{cgroup_v1, check_host_ports_free, config, create_command, parse_port_mapping};
+/// `--publish` (the CLI).
+#[cfg(any(feature = "cli", test))]
+pub(crate) use config::parse_port_mapping;
+pub(crate) use config::{cgroup_v1, check_host_ports_free, config, create_command};
 use shim::prepare_shim;
 #[cfg(test)]
 use shim::{docker_shim, missing_capabilities};
@@ -270,6 +273,7 @@ impl KindCli {
 
     /// The directories a command needs first on `PATH` to run kind against this cluster: the
     /// `docker` shim (where this host needs one), then the `kind` CLI's.
+    #[cfg(feature = "cli")]
     pub(crate) fn path_dirs(&self) -> Vec<PathBuf> {
         self.shim
             .iter()

@@ -147,12 +147,7 @@ impl ControlPlane {
 
     /// The flags and gates asked for: the environment's, then the builder's.
     fn apiserver_flags(&self) -> Result<ApiServerFlags> {
-        let mut flags = self.env_flags.clone().map_err(Error::Provider)?;
-        for (name, value) in &self.apiserver_args {
-            flags.push_arg(name.clone(), value.clone())?;
-        }
-        flags.gates.extend(self.feature_gates.iter().cloned());
-        Ok(flags)
+        (self.env_flags.clone().map_err(Error::Provider)?).then(&self.apiserver_args, &self.feature_gates)
     }
 
     /// Wait until every `/readyz` check passes, as tools outside the process expect (the CLI
